@@ -1,0 +1,24 @@
+"""AtPatch: an inference-time hot fix for over-attention in transformer classifiers.
+
+Typical use::
+
+    from atpatch import Detector, PatchedClassifier
+    detector = Detector.load("data/vision/detector")
+    patched = PatchedClassifier(model, detector, mode="two-pass")
+    out = patched(pixel_values=x)       # out.logits [B, C], out.flagged [B, K]
+"""
+
+from .detector import Detector, DetectorConfig, supcon_loss
+from .errors import AtPatchError, DataValidationError, DetectorFileError, ShapeError, UnsupportedModelError
+from .features import KINDS, Recorder, TokenLayout, column_features, model_output, record, select_kind
+from .patch import benign_attention, redistribute
+from .patched import PatchedClassifier, PatchedOutput
+from .seam import ATTENTION_MODULES, attention_layers, attention_seam
+
+__all__ = [
+    "ATTENTION_MODULES", "AtPatchError", "DataValidationError", "Detector", "DetectorConfig",
+    "DetectorFileError", "KINDS", "PatchedClassifier", "PatchedOutput", "Recorder", "ShapeError",
+    "TokenLayout", "UnsupportedModelError", "attention_layers", "attention_seam", "benign_attention",
+    "column_features", "model_output", "record", "select_kind", "redistribute", "supcon_loss",
+]
+__version__ = "0.1.0"

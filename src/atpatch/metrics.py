@@ -1,0 +1,51 @@
+"""Metric definitions (DESIGN.md section 7), one function each. Predictions are label arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFINITIONS = {
+    "CA": "accuracy on the clean test set",
+    "ASR": "share of triggered test inputs whose true label is not the target that are classified as the target",
+    "ASR_floor": "share of the same inputs without the trigger that the unpatched model classifies as the target",
+    "DER": "(max(0, ASR_before - ASR_after) - max(0, CA_before - CA_after) + 1) / 2",
+    "column_AUROC": "AUROC of the detector's position score against the per-token fault labels (candidate tokens only)",
+    "input_TPR": "share of triggered inputs with at least one flagged position",
+    "input_FPR": "share of clean inputs with at least one flagged position (1 - pass-through rate)",
+    "latency_ratio": "median batch latency patched / unpatched (model's default attention implementation)",
+}
+
+
+def accuracy(pred: np.ndarray, label: np.ndarray) -> float:
+    """Share of predictions equal to the label."""
+    return float(np.mean(np.asarray(pred) == np.asarray(label)))
+
+
+def attack_success_rate(pred: np.ndarray, true_label: np.ndarray, target: int) -> float:
+    """ASR over inputs whose true label is not `target` (others are ignored)."""
+    pred, true_label = np.asarray(pred), np.asarray(true_label)
+    keep = true_label != target
+    return float(np.mean(pred[keep] == target)) if keep.any() else float("nan")
+
+
+def der(asr_before: float, asr_after: float, ca_before: float, ca_after: float) -> float:
+    """Defense effectiveness rating in [0, 1]; 0.5 means no change."""
+    return (max(0.0, asr_before - asr_after) - max(0.0, ca_before - ca_after) + 1.0) / 2.0
+
+
+def detection_metrics(scores: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> dict:
+    """Column-level AUROC, TPR and FPR. scores, labels, flagged: [N] over candidate positions."""
+    from sklearn.metrics import roc_auc_score
+
+    scores, labels, flagged = np.asarray(scores), np.asarray(labels).astype(bool), np.asarray(flagged).astype(bool)
+    both = labels.any() and (~labels).any()
+    return {
+        "column_auroc": float(roc_auc_score(labels, scores)) if both else float("nan"),
+        "column_tpr": float(flagged[labels].mean()) if labels.any() else float("nan"),
+        "column_fpr": float(flagged[~labels].mean()) if (~labels).any() else float("nan"),
+    }
+
+
+def input_flag_rate(flagged: np.ndarray) -> float:
+    """Share of inputs with any flagged position. flagged: [N, K] bool."""
+    return float(np.asarray(flagged).any(-1).mean())

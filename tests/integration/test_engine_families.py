@@ -1,0 +1,112 @@
+"""The engine on tiny random models of every supported family, with a planted over-attention."""
+
+import numpy as np
+import pytest
+import torch
+
+from atpatch import (Detector, DetectorConfig, KINDS, PatchedClassifier, attention_seam, benign_attention,
+                     record, select_kind)
+from atpatch.metrics import detection_metrics
+from atpatch.seam import is_registered
+
+from tiny_models import FAMILIES, build, plant
+
+
+def eager_output(model, inputs):
+    from atpatch import model_output
+
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            return model_output(model(**inputs))
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def fit_detector(family, n=96, steps=300):
+    """Record a debugging set (half triggered), fit and calibrate a detector; return it and a test set."""
+    gen = torch.Generator().manual_seed(3)
+    heads = family.model.config.num_attention_heads if hasattr(family.model.config, "num_attention_heads") \
+        else family.model.config.n_heads
+    parts = [family.make(n, True, gen), family.make(n, False, gen)]
+    recs = [record(family.model, inputs, family.layout) for inputs, _ in parts]
+    feats = torch.cat([r.stacked() for r in recs])  # [2n, K, L, F]
+    cand = torch.cat([r.candidate for r in recs])
+    labels = torch.cat([lab for _, lab in parts])
+    config = DetectorConfig(layers=list(range(feats.shape[2])), heads=heads, kinds=list(KINDS),
+                            model_type=family.model.config.model_type, layout=family.layout.to_dict(), steps=steps)
+    det = Detector(config)
+    det.fit(feats[cand], labels[cand], progress=False)
+    mass = select_kind(feats, heads, KINDS, "mean")  # [N, K, L, H]
+    det.benign = benign_attention(mass, cand, labels)
+    clean_inputs, _ = family.make(n, False, gen)
+    clean = record(family.model, clean_inputs, family.layout)
+    det.calibrate(clean.stacked(), clean.candidate, fpr=0.0)
+    return det
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def planted(request):
+    family = build(request.param)
+    plant(family)
+    return family, fit_detector(family)
+
+
+def test_planted_over_attention_is_detected(planted):
+    family, det = planted
+    gen = torch.Generator().manual_seed(11)
+    parts = [family.make(32, True, gen), family.make(32, False, gen)]
+    recs = [record(family.model, inputs, family.layout) for inputs, _ in parts]
+    feats = torch.cat([r.stacked() for r in recs])
+    cand = torch.cat([r.candidate for r in recs])
+    labels = torch.cat([lab for _, lab in parts])
+    scores = det.score(feats)
+    metrics = detection_metrics(scores[cand].numpy(), labels[cand].numpy(), (scores > det.config.threshold)[cand].numpy())
+    assert metrics["column_auroc"] >= 0.99, metrics
+
+
+@pytest.mark.parametrize("mode", ["two-pass", "online"])
+def test_patch_changes_triggered_logits_and_passes_clean_through_exactly(planted, mode):
+    family, det = planted
+    gen = torch.Generator().manual_seed(12)
+    trig, _ = family.make(6, True, gen)
+    clean, _ = family.make(6, False, gen)
+    mixed = {k: torch.cat([trig[k], clean[k]]) for k in trig}
+    reference = eager_output(family.model, mixed)
+    out = PatchedClassifier(family.model, det, mode=mode)(**mixed)
+    hit = out.flagged.any(-1)
+    assert hit[:6].all(), out.flagged
+    assert not hit[6:].any()
+    assert torch.equal(out.logits[6:], reference[6:])  # bit for bit, in a batch with flagged inputs
+    for got, want in zip(out.logits[:6], reference[:6]):  # well beyond float noise
+        assert not torch.allclose(got, want, rtol=1e-3, atol=1e-6), (got, want)
+
+
+def test_seam_restores_model_and_leaves_nothing_behind(planted):
+    family, _ = planted
+    model = family.model
+    inputs, _ = family.make(3, True, torch.Generator().manual_seed(13))
+    model.set_attn_implementation("sdpa" if family.name != "distilbert" else "eager")
+    before_impl = model.config._attn_implementation
+    before = eager_output(model, inputs)
+    with pytest.raises(RuntimeError, match="boom"):
+        with attention_seam(model, lambda layer, probs: probs * 0 + 1.0 / probs.shape[-1]):
+            assert is_registered()
+            raise RuntimeError("boom")
+    with attention_seam(model, lambda layer, probs: probs):
+        pass
+    assert model.config._attn_implementation == before_impl
+    assert not is_registered()
+    assert torch.equal(eager_output(model, inputs), before)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_flags_never_land_on_special_or_padding_tokens(planted):
+    family, det = planted
+    inputs, _ = family.make(8, True, torch.Generator().manual_seed(14))
+    out = PatchedClassifier(family.model, det)(**inputs)
+    r = record(family.model, inputs, family.layout)
+    assert not (out.flagged & ~r.candidate).any()
+    assert np.isfinite(out.logits.numpy()).all()

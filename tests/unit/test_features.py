@@ -1,0 +1,37 @@
+"""Column features on hand-made maps."""
+
+import torch
+
+from atpatch.features import TokenLayout, column_features
+
+
+def test_uniform_map_gives_one_whatever_the_length():
+    for n in (3, 7):
+        probs = torch.full((1, 2, n, n), 1.0 / n)
+        feats = column_features(probs, torch.ones(1, n, dtype=torch.bool))
+        assert torch.allclose(feats, torch.ones(1, n, 6))
+
+
+def test_padding_columns_are_zero_and_rows_ignored():
+    probs = torch.zeros(1, 1, 4, 4)
+    probs[0, 0, :3, :3] = 1.0 / 3
+    probs[0, 0, 3, :3] = torch.tensor([1.0, 0.0, 0.0])  # a padding query row: must not count
+    feats = column_features(probs, torch.tensor([[True, True, True, False]]), kinds=("mean", "max"))
+    assert torch.allclose(feats[0, :3], torch.ones(3, 2))
+    assert torch.equal(feats[0, 3], torch.zeros(2))
+
+
+def test_over_attended_column_stands_out_in_every_kind():
+    probs = torch.full((1, 1, 5, 5), 0.1)
+    probs[..., 2] = 0.6
+    feats = column_features(probs, torch.ones(1, 5, dtype=torch.bool))
+    assert torch.allclose(feats[0, 2], torch.tensor([3.0, 3.0, 3.0]))
+    assert torch.allclose(feats[0, 0], torch.tensor([0.5, 0.5, 0.5]))
+
+
+def test_layout_excludes_prefix_padding_and_special_ids():
+    layout = TokenLayout(prefix=1, special_ids=(101, 102, 0))
+    ids = torch.tensor([[101, 7, 8, 102, 0]])
+    valid, candidate = layout.masks({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}, 1, 5)
+    assert valid.tolist() == [[True, True, True, True, False]]
+    assert candidate.tolist() == [[False, True, True, False, False]]
