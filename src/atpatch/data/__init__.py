@@ -1,0 +1,1 @@
+"""Data: fetching raw datasets, loading them, and building poisoned / debugging splits."""

@@ -1,0 +1,98 @@
+"""Atomic file and directory writes, and params.yaml loading.
+
+Stages write their outputs through these helpers so that a crash or a failed validation never
+leaves a half-written output where DVC (or the next stage) would take it for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from atpatch.errors import AtPatchError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path | str) -> Iterator[Path]:
+    """Yield an empty temp directory next to `final`; on success it replaces `final`.
+
+    The temp dir is a sibling (same filesystem) so that the swap is a rename, not a copy.
+    On an exception the temp dir is removed and an existing `final` is left untouched.
+    The swap itself is two renames (old -> trash, temp -> final): a crash between them leaves
+    `final` missing, never half-written.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual directory mode
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    trash = None
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, trash / final.name)
+    os.replace(tmp, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same directory and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path | str, obj: Any) -> None:
+    """Write `obj` as sorted, indented JSON (stable bytes for DVC) to `path`, atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def load_params(section: str | None = None, path: Path | str = "params.yaml") -> dict:
+    """Read `path` (YAML); return the whole mapping, or one top-level `section` of it.
+
+    Raises AtPatchError naming the file when it is missing, not a mapping, or lacks `section`.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise AtPatchError(f"params file {path}: not found (cwd {Path.cwd()})")
+    with path.open("r", encoding="utf-8") as fh:
+        params = yaml.safe_load(fh)
+    if not isinstance(params, dict):
+        raise AtPatchError(f"params file {path}: expected a mapping at top level, got {type(params).__name__}")
+    if section is None:
+        return params
+    if section not in params:
+        raise AtPatchError(
+            f"params file {path}: section '{section}' is missing (sections present: {sorted(params)})"
+        )
+    return params[section]

@@ -1,0 +1,33 @@
+"""Atomic writes and params loading."""
+
+import pytest
+
+from atpatch.errors import AtPatchError
+from atpatch.io import atomic_dir, load_params, write_json_atomic
+
+
+def test_atomic_dir_replaces_on_success_and_keeps_old_on_error(tmp_path):
+    final = tmp_path / "out"
+    with atomic_dir(final) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (final / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
+        (tmp / "a.txt").write_text("2")
+        raise RuntimeError("boom")
+    assert (final / "a.txt").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_write_json_atomic_is_stable(tmp_path):
+    write_json_atomic(tmp_path / "m.json", {"b": 1, "a": [1, 2]})
+    assert (tmp_path / "m.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
+
+
+def test_load_params_missing_section_names_file_and_section(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("seed: 0\nfetch: {dest: x}\n")
+    assert load_params("fetch", p) == {"dest": "x"}
+    with pytest.raises(AtPatchError, match=r"params\.yaml: section 'train' is missing"):
+        load_params("train", p)
+    with pytest.raises(AtPatchError, match="not found"):
+        load_params(path=tmp_path / "nope.yaml")
