@@ -1,0 +1,1 @@
+"""Victim models: builders, input preprocessing and safetensors-only loading."""

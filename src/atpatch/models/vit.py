@@ -1,0 +1,30 @@
+"""The small ViT victim of the vision scenario (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..features import TokenLayout
+
+# Fashion-MNIST pixel statistics (train split); fixed so preprocessing needs no data.
+PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
+VISION_LAYOUT = TokenLayout(prefix=1)  # the ViT's CLS token (position 0) is never a candidate
+
+
+def build_vit(num_labels: int, image_size: int, patch_size: int, hidden_size: int, layers: int, heads: int,
+              intermediate_size: int, seed: int):
+    """A randomly initialised ViTForImageClassification for 1-channel images (eager attention)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(image_size=image_size, patch_size=patch_size, num_channels=1, hidden_size=hidden_size,
+                       num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=intermediate_size,
+                       num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return ViTForImageClassification(config)
+
+
+def to_pixel_values(images) -> torch.Tensor:
+    """uint8 images [N, 28, 28] (numpy or torch) -> normalised float pixel_values [N, 1, 28, 28]."""
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
+    return ((x - PIXEL_MEAN) / PIXEL_STD).unsqueeze(1)
