@@ -1,0 +1,164 @@
+"""Stage `gate`: the regression gate between evaluation and registration.
+
+Judges the shipped patch mode (params `register.mode`, else evaluate.json's `default_mode`) on
+evaluate.json: clean-accuracy drop, ASR over its floor, clean-input flag rate, column AUROC, and
+no regression against the registered model's current `champion` (its stored metrics). Writes
+metrics/<scenario>/gate.json {"passed", "checks", "reasons", "champion_version", ...}. The stage
+exits 0 when the gate fails: the decision is data, and stage `register` reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import mlflow
+
+from atpatch.errors import AtPatchError
+from atpatch.io import load_params, write_json_atomic
+from atpatch.tracking import stage_run
+
+GATE_DEFAULTS = {"max_ca_drop": 0.005, "max_asr_over_floor": 0.005, "max_clean_flag_rate": 0.01,
+                 "min_column_auroc": 0.999, "regression_tolerance": 0.002, "force_fail": False}
+
+
+def paths(params: dict) -> dict[str, Path]:
+    """evaluate.json and gate.json paths: `evaluate.out` / `gate.out` if set, else metrics/<scenario>/..."""
+    scenario = params["scenario"]
+    return {"evaluate": Path((params.get("evaluate") or {}).get("out") or f"metrics/{scenario}/evaluate.json"),
+            "gate": Path((params.get("gate") or {}).get("out") or f"metrics/{scenario}/gate.json")}
+
+
+def read_report(path: Path) -> dict:
+    """evaluate.json as a dict; AtPatchError naming the file when missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AtPatchError(f"{path}: not found; run stage evaluate first") from exc
+    except json.JSONDecodeError as exc:
+        raise AtPatchError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def field(report: dict, path: Path, *keys: str) -> float:
+    """report[k1][k2]... as a float; AtPatchError naming the file and field when missing."""
+    node = report
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            where = ".".join(keys[: i + 1])
+            present = sorted(node) if isinstance(node, dict) else type(node).__name__
+            raise AtPatchError(f"{path}: field {where!r} is missing (present: {present})")
+        node = node[key]
+    try:
+        return float(node)
+    except (TypeError, ValueError) as exc:
+        raise AtPatchError(f"{path}: field {'.'.join(keys)!r}: expected a number, got {node!r}") from exc
+
+
+def shipped_mode(params: dict, report: dict, path: Path) -> str:
+    """The mode that register will ship: `register.mode`, else the report's default_mode."""
+    mode = (params.get("register") or {}).get("mode") or report.get("default_mode")
+    if mode not in (report.get("patched") or {}):
+        raise AtPatchError(f"{path}: no patched metrics for mode {mode!r} "
+                           f"(modes present: {sorted(report.get('patched') or {})})")
+    return mode
+
+
+def current_metrics(report: dict, path: Path, mode: str) -> dict[str, float]:
+    """The numbers the gate judges, flat: unpatched.CA, unpatched.ASR_floor, patched.CA, ..."""
+    return {"unpatched.CA": field(report, path, "unpatched", "CA"),
+            "unpatched.ASR_floor": field(report, path, "unpatched", "ASR_floor"),
+            "patched.CA": field(report, path, "patched", mode, "CA"),
+            "patched.ASR": field(report, path, "patched", mode, "ASR"),
+            "patched.input_flag_rate_clean": field(report, path, "patched", mode, "input_flag_rate_clean"),
+            "patched.column_auroc": field(report, path, "patched", mode, "column_auroc")}
+
+
+def check(name: str, value: float, limit: float, at_most: bool) -> dict:
+    """One check; NaN values fail. at_most: value <= limit, else value >= limit."""
+    ok = (value <= limit if at_most else value >= limit) and not math.isnan(value)
+    return {"name": name, "value": value, "limit": limit, "passed": bool(ok),
+            "comparison": "<=" if at_most else ">="}
+
+
+def quality_checks(m: dict[str, float], g: dict) -> list[dict]:
+    """Absolute checks of the patched model against the unpatched one and the ASR floor."""
+    return [check("ca_drop", m["unpatched.CA"] - m["patched.CA"], g["max_ca_drop"], True),
+            check("asr_over_floor", m["patched.ASR"] - m["unpatched.ASR_floor"], g["max_asr_over_floor"], True),
+            check("clean_flag_rate", m["patched.input_flag_rate_clean"], g["max_clean_flag_rate"], True),
+            check("column_auroc", m["patched.column_auroc"], g["min_column_auroc"], False)]
+
+
+def regression_checks(m: dict[str, float], champion: dict[str, float], version: str, tol: float) -> list[dict]:
+    """No regression vs the champion: ASR not higher, CA not lower, by more than `tol`."""
+    missing = [k for k in ("patched.ASR", "patched.CA") if k not in champion]
+    if missing:
+        return [{"name": "champion_metrics", "value": None, "limit": None, "passed": False,
+                 "comparison": f"champion version {version} has no stored metrics {missing}"}]
+    return [check("asr_vs_champion", m["patched.ASR"] - champion["patched.ASR"], tol, True),
+            check("ca_vs_champion", champion["patched.CA"] - m["patched.CA"], tol, True)]
+
+
+def reason(c: dict) -> str:
+    """A human-readable line for a failed check."""
+    if c["name"] == "forced":
+        return "forced"
+    if c["value"] is None:
+        return f"{c['name']}: {c['comparison']}"
+    return f"{c['name']} = {c['value']:.4f}, expected {c['comparison']} {c['limit']:.4f}"
+
+
+def champion_state(model_name: str, alias: str) -> tuple[str | None, dict[str, float]]:
+    """(version, stored metrics) of the alias, or (None, {}) when there is no champion yet."""
+    from atpatch.registry import get_alias_version, version_metrics
+
+    mv = get_alias_version(model_name, alias)
+    return (None, {}) if mv is None else (str(mv.version), version_metrics(mv))
+
+
+def _jsonable(checks: list[dict]) -> list[dict]:
+    """NaN -> None (JSON has no NaN)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()} for c in checks]
+
+
+def decide(params: dict) -> dict:
+    """The gate decision as a dict (the contents of gate.json). Needs MLflow configured."""
+    g = {**GATE_DEFAULTS, **(params.get("gate") or {})}
+    reg = params.get("register") or {}
+    p = paths(params)
+    report = read_report(p["evaluate"])
+    mode = shipped_mode(params, report, p["evaluate"])
+    m = current_metrics(report, p["evaluate"], mode)
+    checks = quality_checks(m, g)
+    model_name = reg.get("model_name") or f"atpatch-{params['scenario']}"
+    version, champion = champion_state(model_name, reg.get("champion_alias") or "champion")
+    if version is not None:
+        checks += regression_checks(m, champion, version, g["regression_tolerance"])
+    if g["force_fail"]:
+        checks.append({"name": "forced", "value": True, "limit": False, "passed": False, "comparison": "=="})
+    checks = _jsonable(checks)
+    return {"passed": all(c["passed"] for c in checks), "checks": checks,
+            "reasons": [reason(c) for c in checks if not c["passed"]], "champion_version": version,
+            "model_name": model_name, "mode": mode, "metrics": m}
+
+
+def main(params_path: str = "params.yaml") -> dict:
+    params = load_params(path=params_path)
+    g = {**GATE_DEFAULTS, **(params.get("gate") or {})}
+    with stage_run("gate", params["scenario"], g, params["seed"]):
+        result = decide(params)
+        write_json_atomic(paths(params)["gate"], result)
+        mlflow.log_metrics({"gate.passed": float(result["passed"]),
+                            **{f"gate.{c['name']}": float(c["value"]) for c in result["checks"]
+                               if isinstance(c["value"], (int, float)) and not isinstance(c["value"], bool)}})
+        mlflow.log_dict(result, "gate.json")
+    verdict = "PASSED" if result["passed"] else "FAILED: " + "; ".join(result["reasons"])
+    print(f"gate ({result['mode']}, champion {result['champion_version']}): {verdict}")
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    main(parser.parse_args().params)

@@ -1,0 +1,109 @@
+"""Stage `register`: log the patch to the MLflow Model Registry and move aliases.
+
+Every run registers a new version and points the `challenger` alias at it; the `champion` alias
+moves to it only when gate.json says the gate passed. Writes metrics/<scenario>/register.json
+{"model_name", "version", "challenger", "champion", "promoted", "previous_champion", "gate_reasons"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from atpatch.errors import AtPatchError
+from atpatch.io import load_params, write_json_atomic
+from atpatch.registry import get_alias_version, log_patch, set_alias, tag_version
+from atpatch.tracking import stage_run
+
+REGISTER_DEFAULTS = {"challenger_alias": "challenger", "champion_alias": "champion", "mode": None,
+                     "patch_layers": None, "benign_value": "unified"}
+
+
+def read_json(path: Path, produced_by: str) -> dict:
+    """A JSON file written by an earlier stage; AtPatchError naming it when missing or broken."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AtPatchError(f"{path}: not found; run stage {produced_by} first") from exc
+    except json.JSONDecodeError as exc:
+        raise AtPatchError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def settings(params: dict) -> dict:
+    """The register section with defaults; model_name defaults to atpatch-<scenario>."""
+    r = {**REGISTER_DEFAULTS, **(params.get("register") or {})}
+    r["model_name"] = r.get("model_name") or f"atpatch-{params['scenario']}"
+    scenario = params["scenario"]
+    r["out"] = r.get("out") or f"metrics/{scenario}/register.json"
+    return r
+
+
+def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
+    """`rows` clean test images as the pyfunc input: column `image`, 784 ints per row."""
+    from datasets import load_from_disk
+
+    path = Path(params["generate"]["out"]) / "test_clean"
+    if not path.is_dir():
+        raise AtPatchError(f"{path}: clean test set not found; run stage generate first")
+    images = load_from_disk(str(path)).with_format("numpy")[:rows]["image"]
+    return pd.DataFrame({"image": [img.reshape(-1).astype(int).tolist() for img in images]})
+
+
+def version_metrics_from(report: dict, mode: str) -> dict[str, float]:
+    """Flat metrics stored with the version: unpatched.* and patched.* (of `mode`), numbers only."""
+    def numbers(d: dict, prefix: str) -> dict[str, float]:
+        return {f"{prefix}.{k}": float(v) for k, v in d.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    if mode not in report.get("patched", {}):
+        raise AtPatchError(f"evaluate.json: no patched metrics for mode {mode!r} "
+                           f"(modes present: {sorted(report.get('patched', {}))})")
+    return {**numbers(report.get("unpatched", {}), "unpatched"), **numbers(report["patched"][mode], "patched")}
+
+
+def paths(params: dict) -> dict[str, Path]:
+    """evaluate.json and gate.json: `evaluate.out` / `gate.out` if set, else metrics/<scenario>/... (as stage gate)."""
+    scenario = params["scenario"]
+    return {"evaluate": Path((params.get("evaluate") or {}).get("out") or f"metrics/{scenario}/evaluate.json"),
+            "gate": Path((params.get("gate") or {}).get("out") or f"metrics/{scenario}/gate.json")}
+
+
+def main(params_path: str = "params.yaml") -> dict:
+    params = load_params(path=params_path)
+    r = settings(params)
+    p = paths(params)
+    gate = read_json(p["gate"], "gate")
+    report = read_json(p["evaluate"], "evaluate")
+    mode = r["mode"] or report.get("default_mode")
+    if gate.get("mode") not in (None, mode):
+        raise AtPatchError(f"{p['gate']}: the gate judged mode {gate['mode']!r} but register ships {mode!r}; "
+                           "rerun stage gate")
+    config = {"mode": mode, "patch_layers": r["patch_layers"], "benign_value": r["benign_value"], "input": "image"}
+    example = input_example(params)
+    with stage_run("register", params["scenario"], r, params["seed"]):
+        previous = get_alias_version(r["model_name"], r["champion_alias"])
+        mv = log_patch(params["train_victim"]["out"], params["train_detector"]["out"], config, r["model_name"],
+                       example, metrics=version_metrics_from(report, mode))
+        set_alias(r["model_name"], r["challenger_alias"], mv.version)
+        tag_version(r["model_name"], mv.version, {"gate.passed": str(bool(gate.get("passed"))).lower(),
+                                                   "gate.reasons": "; ".join(gate.get("reasons", []))})
+        promoted = bool(gate.get("passed"))
+        if promoted:
+            set_alias(r["model_name"], r["champion_alias"], mv.version)
+        result = {"model_name": r["model_name"], "version": str(mv.version), "challenger": str(mv.version),
+                  "champion": str(mv.version) if promoted else (str(previous.version) if previous else None),
+                  "previous_champion": str(previous.version) if previous else None, "promoted": promoted,
+                  "mode": mode, "gate_reasons": list(gate.get("reasons", []))}
+        write_json_atomic(r["out"], result)
+    print(f"registered {r['model_name']} version {mv.version} ({mode}); "
+          f"champion: {result['champion']} ({'promoted' if promoted else 'not promoted: ' + '; '.join(result['gate_reasons'])})")
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    main(parser.parse_args().params)
