@@ -15,7 +15,7 @@ import torch
 
 from atpatch.data.triggers import token_labels
 from atpatch.detector import Detector
-from atpatch.evaluation import median_latency, predict_patched, predict_plain
+from atpatch.evaluation import median_latency, predict_oracle, predict_patched, predict_plain
 from atpatch.features import record
 from atpatch.io import load_params, write_bytes_atomic, write_json_atomic
 from atpatch.metrics import DEFINITIONS, accuracy, attack_success_rate, der, detection_metrics, input_flag_rate
@@ -127,6 +127,9 @@ def main(params_path: str = "params.yaml") -> None:
         patchers = {m: PatchedClassifier(model, det, mode=m) for m in p["modes"]}
         report = {"scenario": params["scenario"], "default_mode": p["default_mode"], "definitions": DEFINITIONS,
                   "unpatched": {k: v for k, v in base.items() if k != "eager_logits"}, "patched": {}}
+        oracle = predict_oracle(model, data["x_trig"], torch.as_tensor(data["tokens_trig"]).bool(), det.benign,
+                                range(det.benign.shape[0]), p["batch_size"])
+        report["oracle_ASR"] = attack_success_rate(oracle.labels, data["y_trig"], target)
         raw = {}
         for mode, patched in patchers.items():
             report["patched"][mode], raw[mode] = mode_metrics(patched, data, base, target, p["batch_size"])
@@ -137,7 +140,7 @@ def main(params_path: str = "params.yaml") -> None:
             report["patched"][mode]["latency_ratio_eager"] = lat[f"clean_{mode}_ratio_eager"]
         files = figures(Path(p["plots"]), model, det, data, report, raw, p["default_mode"])
         write_json_atomic(p["out"], report)
-        mlflow.log_metrics({f"unpatched.{k}": v for k, v in report["unpatched"].items()})
+        mlflow.log_metrics({**{f"unpatched.{k}": v for k, v in report["unpatched"].items()}, "oracle_ASR": report["oracle_ASR"]})
         for mode, m in report["patched"].items():
             mlflow.log_metrics({f"{mode}.{k}": v for k, v in m.items()})
         mlflow.log_metrics(lat)
@@ -151,7 +154,8 @@ def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report['scenario']} (ASR floor {100 * report['unpatched']['ASR_floor']:.2f}%)")
+    table = Table(title=f"{report['scenario']} (ASR floor {100 * report['unpatched']['ASR_floor']:.2f}%, "
+                        f"ASR with the known trigger tokens patched {100 * report['oracle_ASR']:.2f}%)")
     for col in ("method", "CA %", "ASR %", "DER", "clean flagged %", "trig flagged %", "col AUROC", "latency x"):
         table.add_column(col)
     u = report["unpatched"]

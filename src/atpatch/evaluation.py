@@ -47,6 +47,23 @@ def predict_patched(patched, x: torch.Tensor, batch: int, desc: str, key: str = 
     return Predictions(logits.argmax(-1).numpy(), torch.cat(flags).numpy(), torch.cat(scores).numpy(), logits.numpy())
 
 
+def predict_oracle(model, x: torch.Tensor, flags: torch.Tensor, benign: torch.Tensor, layers, batch: int,
+                   key: str = "pixel_values") -> Predictions:
+    """Labels when the *known* fault tokens (flags [N, K]) are patched: the patch's ceiling,
+    independent of the detector. Tells whether a backdoor runs through over-attention at all."""
+    from .patched import _Redistributor
+    from .seam import attention_seam
+
+    out = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(x), batch), desc="oracle", leave=False):
+            chunk, f = x[start:start + batch], flags[start:start + batch]
+            valid = torch.ones(f.shape, dtype=torch.bool)
+            with attention_seam(model, _Redistributor(f, valid, benign, tuple(layers))):
+                out.append(model(**{key: chunk}).logits.argmax(-1))
+    return Predictions(torch.cat(out).numpy())
+
+
 def median_latency(fn: Callable[[torch.Tensor], object], x: torch.Tensor, batch: int, repeats: int) -> float:
     """Median seconds per call of fn on batches of x (one warm-up call first)."""
     batches = [x[i:i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]

@@ -1,0 +1,143 @@
+"""Prefect 3 flow that runs the DVC pipeline stage by stage.
+
+The flow holds no stage logic: each task runs one stage of the workspace's dvc.yaml with
+`dvc repro --single-item <stage>` (DVC decides whether the stage is stale, runs its command and
+updates dvc.lock), so `dvc repro` and this flow execute the same code and share one lock file.
+Prefect adds retries (2, 5 s apart), logging of the stage's output and run history.
+
+    python flows/pipeline.py [--workdir DIR] [--stages gate register] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+TAIL_LINES = 40
+
+
+def dvc_stages(workdir: str | Path = ".") -> list[str]:
+    """Stage names of `workdir/dvc.yaml`, in file order (the order dvc.yaml lists them)."""
+    import yaml
+
+    path = Path(workdir) / "dvc.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (workdir must hold dvc.yaml and params.yaml)")
+    stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    return list(stages)
+
+
+def select_stages(workdir: str | Path, stages: list[str] | None) -> list[str]:
+    """`stages` (None: all) in dvc.yaml order; ValueError naming unknown stages."""
+    order = dvc_stages(workdir)
+    if stages is None:
+        return order
+    unknown = sorted(set(stages) - set(order))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml in {workdir} has {order}")
+    return [s for s in order if s in set(stages)]
+
+
+def _stage_env() -> dict[str, str]:
+    """The caller's environment, with this interpreter's bin first on PATH (dvc.yaml runs `python`)."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("TQDM_DISABLE", "1")  # progress bars are noise in run logs
+    return env
+
+
+def _pump(stream, sink: collections.deque, log, prefix: str) -> None:
+    for raw in iter(stream.readline, ""):
+        line = raw.rstrip("\n").split("\r")[-1].rstrip()  # a progress bar's last state
+        if line:
+            sink.append(line)
+            log(f"{prefix}{line}")
+    stream.close()
+
+
+def run_dvc_stage(stage: str, workdir: str | Path, force: bool = False, log=print) -> dict[str, Any]:
+    """Run `dvc repro --single-item [--force] <stage>` in `workdir`; stream its output to `log`.
+
+    Returns {"stage", "ran" (False when DVC skipped it as up to date), "seconds", "output"}.
+    Raises RuntimeError naming the stage, the exit code and the last lines of stderr on failure.
+    """
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] if force else []), stage]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=str(workdir), env=_stage_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    out: collections.deque = collections.deque(maxlen=2000)
+    err: collections.deque = collections.deque(maxlen=TAIL_LINES)
+    reader = threading.Thread(target=_pump, args=(proc.stderr, err, log, f"[{stage}] "), daemon=True)
+    reader.start()
+    _pump(proc.stdout, out, log, f"[{stage}] ")
+    rc = proc.wait()
+    reader.join()
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        tail = "\n".join(err) or "\n".join(list(out)[-TAIL_LINES:])
+        raise RuntimeError(f"stage '{stage}' failed (dvc repro exit {rc}, {seconds:.1f} s); last lines:\n{tail}")
+    text = "\n".join(out)
+    ran = f"Running stage '{stage}'" in text
+    return {"stage": stage, "ran": ran, "seconds": round(seconds, 2), "output": text[-4000:]}
+
+
+@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=5)
+def dvc_stage(stage: str, workdir: str, force: bool = False) -> dict[str, Any]:
+    """One DVC stage as a Prefect task (retried twice, 5 s apart)."""
+    logger = get_run_logger()
+    result = run_dvc_stage(stage, workdir, force, log=logger.info)
+    logger.info("stage %s: %s in %.1f s", stage, "ran" if result["ran"] else "up to date, skipped",
+                result["seconds"])
+    return result
+
+
+@flow(name="atpatch-pipeline")
+def atpatch_pipeline(workdir: str = ".", stages: list[str] | None = None, force: bool = False) -> list[dict]:
+    """Run the DVC stages of `workdir` (all, or `stages`) in dvc.yaml order, one task each.
+
+    force: rerun the selected stages even when DVC finds them up to date.
+    """
+    workdir = str(Path(workdir).resolve())
+    results = []
+    for stage in select_stages(workdir, stages):
+        results.append(dvc_stage(stage, workdir, force))
+    return results
+
+
+def no_heartbeats():
+    """Settings context without flow-run heartbeats (~1 s a flow run; STACK.md)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+def run_pipeline(workdir: str = ".", stages: list[str] | None = None, force: bool = False) -> list[dict]:
+    """`atpatch_pipeline` with heartbeats off (what the CLI calls)."""
+    with no_heartbeats():
+        return atpatch_pipeline(workdir=workdir, stages=stages, force=force)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workdir", default=".", help="directory holding dvc.yaml and params.yaml")
+    ap.add_argument("--stages", nargs="*", default=None, help="stage names (default: all)")
+    ap.add_argument("--force", action="store_true", help="rerun the stages even when up to date")
+    a = ap.parse_args(argv)
+    for r in run_pipeline(a.workdir, a.stages, a.force):
+        print(f"{r['stage']}: {'ran' if r['ran'] else 'up to date'} ({r['seconds']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""End to end on the small profile: DVC, the Prefect flows, the MLflow registry, a failing split.
+
+One workspace (profiles/small.yaml, loose gate thresholds) in a temp dir, with its own DVC
+cache, MLflow store and Prefect home. The tests run in file order and share it:
+
+(a) `dvc repro` runs every stage; a second one runs nothing; the registry holds the champion.
+(b) the Prefect pipeline flow forces gate + register, then finds every stage up to date;
+    the nightly flow and its deployment.
+(c) gate.force_fail: the new version becomes `challenger`, `champion` stays.
+(d) a generate param that breaks a split's validation: `dvc repro` fails at generate naming the
+    split and the expectation, and the previous generated data stays byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+DVC = REPO / ".venv" / "bin" / "dvc"
+MODEL = "atpatch-vision-backdoor"
+METRICS = Path("metrics/vision-backdoor")
+STAGES = ["fetch", "generate", "train_victim", "extract", "train_detector", "evaluate", "gate", "register"]
+# Loose gate for the first run so that a champion exists; the small profile is about mechanics.
+LOOSE_GATE = {"gate": {"max_ca_drop": 1.0, "max_asr_over_floor": 1.0, "max_clean_flag_rate": 1.0,
+                       "min_column_auroc": 0.0, "regression_tolerance": 1.0, "force_fail": False}}
+TIMINGS: dict[str, float] = {}
+
+
+def env_for(ws: Path) -> dict[str, str]:
+    """scripts/env.sh's values for workspace `ws` (state inside it), plus the repo's venv on PATH."""
+    preset = {"ATPATCH_ROOT": str(ws), "DVC_SITE_CACHE_DIR": str(ws / ".dvc" / "site_cache"),
+              "PREFECT_HOME": str(ws / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlflow.db'}",
+              "HF_HOME": str(REPO / ".cache" / "hf"), "TQDM_DISABLE": "1"}
+    out = subprocess.run(["bash", "-c", ". scripts/env.sh && env -0"], cwd=REPO, env={**os.environ, **preset},
+                         capture_output=True, text=True, check=True).stdout
+    env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def dvc(ws: Path, *args: str, check: bool = True, label: str = "") -> subprocess.CompletedProcess:
+    t0 = time.perf_counter()
+    res = subprocess.run([str(DVC), *args], cwd=ws, env=os.environ.copy(), capture_output=True, text=True,
+                         timeout=600)
+    TIMINGS[f"dvc {' '.join(args)} {label}".strip()] = round(time.perf_counter() - t0, 1)
+    if check and res.returncode != 0:
+        pytest.fail(f"dvc {' '.join(args)} failed (exit {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}")
+    return res
+
+
+def ran(res: subprocess.CompletedProcess) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in res.stdout]
+
+
+def read_json(ws: Path, name: str) -> dict:
+    return json.loads((ws / METRICS / name).read_text())
+
+
+def set_params(ws: Path, updates: dict) -> None:
+    from atpatch.workspace import deep_merge, write_params
+
+    write_params(ws, deep_merge(yaml.safe_load((ws / "params.yaml").read_text()), updates))
+
+
+def client(ws: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def versions(ws: Path) -> list[int]:
+    return sorted(int(v.version) for v in client(ws).search_model_versions(f"name='{MODEL}'"))
+
+
+def alias(ws: Path, name: str) -> int:
+    return int(client(ws).get_model_version_by_alias(MODEL, name).version)
+
+
+def tree_hashes(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """The small workspace after its first `dvc repro` (environment pointed into it)."""
+    from atpatch.data.fetch import fetch_fashion_mnist
+    from atpatch.workspace import make_workspace
+
+    fetch_fashion_mnist(REPO / "data" / "raw" / "fashion-mnist")  # the shared raw cache, once
+    path = tmp_path_factory.mktemp("small")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env_for(path).items():
+            mp.setenv(key, value)
+        t0 = time.perf_counter()
+        make_workspace(path, "small", LOOSE_GATE)
+        TIMINGS["make_workspace"] = round(time.perf_counter() - t0, 1)
+        first = dvc(path, "repro", label="(first, all stages)")
+        yield {"path": path, "first": first}
+    print("\ne2e timings (s):", json.dumps(TIMINGS, indent=1))
+
+
+@pytest.fixture(scope="module")
+def harness(ws):
+    """A Prefect test server (after `ws` set PREFECT_HOME and the server settings)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    sys.path.insert(0, str(REPO / "flows"))
+    t0 = time.perf_counter()
+    with prefect_test_harness(server_startup_timeout=90):
+        TIMINGS["prefect_test_harness start"] = round(time.perf_counter() - t0, 1)
+        yield
+    sys.path.remove(str(REPO / "flows"))
+
+
+# ---------------------------------------------------------------- (a) DVC
+
+
+def test_repro_runs_every_stage(ws):
+    res, path = ws["first"], ws["path"]
+    # fetch is up to date from the start: the workspace committed the copied raw files.
+    assert "Stage 'fetch' didn't change" in res.stdout
+    assert ran(res) == STAGES[1:]
+    for name in ("detector.json", "evaluate.json", "gate.json", "register.json"):
+        assert (path / METRICS / name).is_file(), name
+    report = read_json(path, "evaluate.json")
+    print("\nsmall profile:", json.dumps({"unpatched": report["unpatched"],
+                                          "two-pass": {k: report["patched"]["two-pass"][k] for k in
+                                                       ("CA", "ASR", "DER", "input_flag_rate_clean",
+                                                        "column_auroc")}}))
+    # The profile's purpose: the victim learned the backdoor, so there is something to patch.
+    assert report["unpatched"]["ASR"] > report["unpatched"]["ASR_floor"] + 0.3
+    assert read_json(path, "gate.json")["passed"] is True
+
+
+def test_second_repro_runs_nothing(ws):
+    res = dvc(ws["path"], "repro", label="(second, nothing to do)")
+    assert ran(res) == []
+    assert "Data and pipelines are up to date" in res.stdout
+
+
+def test_registered_champion(ws):
+    path = ws["path"]
+    reg = read_json(path, "register.json")
+    assert reg["promoted"] is True and reg["version"] == "1"
+    assert versions(path) == [1]
+    assert alias(path, "champion") == 1 and alias(path, "challenger") == 1
+
+
+# ---------------------------------------------------------------- (b) Prefect
+
+
+def test_prefect_flow_forces_gate_and_register(ws, harness):
+    import pipeline
+
+    path = ws["path"]
+    t0 = time.perf_counter()
+    with pipeline.no_heartbeats():
+        results = pipeline.atpatch_pipeline(workdir=str(path), stages=["register", "gate"], force=True)
+    TIMINGS["flow gate+register forced"] = round(time.perf_counter() - t0, 1)
+    assert [(r["stage"], r["ran"]) for r in results] == [("gate", True), ("register", True)]
+    assert versions(path) == [1, 2] and alias(path, "champion") == 2
+
+    t0 = time.perf_counter()
+    with pipeline.no_heartbeats():
+        results = pipeline.atpatch_pipeline(workdir=str(path))
+    TIMINGS["flow all stages, up to date"] = round(time.perf_counter() - t0, 1)
+    assert [(r["stage"], r["ran"]) for r in results] == [(s, False) for s in STAGES]
+
+
+def test_prefect_flow_reports_failing_stage(ws, harness, tmp_path):
+    """A stage that fails: the flow raises naming the stage and DVC's last stderr lines."""
+    import pipeline
+
+    (tmp_path / "dvc.yaml").write_text("stages:\n  boom:\n    cmd: python -c \"raise SystemExit('kaputt 42')\"\n")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
+    with pytest.raises(RuntimeError, match=r"(?s)stage 'boom' failed.*kaputt 42"):
+        pipeline.run_dvc_stage("boom", tmp_path)  # the task body (the flow would retry it twice)
+
+
+# ---------------------------------------------------------------- (c) gate failure
+
+
+def test_forced_gate_failure_keeps_champion(ws):
+    path = ws["path"]
+    set_params(path, {"gate": {"force_fail": True}})
+    res = dvc(path, "repro", label="(gate.force_fail)")
+    assert ran(res) == ["gate", "register"]  # only the stages that read the changed param or its output
+    gate, reg = read_json(path, "gate.json"), read_json(path, "register.json")
+    assert gate["passed"] is False and gate["reasons"] == ["forced"]
+    assert reg["promoted"] is False and reg["version"] == "3"
+    assert versions(path) == [1, 2, 3]
+    assert alias(path, "challenger") == 3 and alias(path, "champion") == 2
+
+
+def test_nightly_flow_skips_registration_on_failed_gate(ws, harness):
+    import nightly
+
+    path = ws["path"]
+    t0 = time.perf_counter()
+    result = nightly.run_nightly(str(path))
+    TIMINGS["nightly flow (evaluate+gate forced)"] = round(time.perf_counter() - t0, 1)
+    assert result["passed"] is False and result["registered"] is False
+    assert result["stages"] == ["evaluate", "gate"]
+    assert versions(path) == [1, 2, 3] and alias(path, "champion") == 2
+
+
+def test_deployment_applies(ws, harness):
+    import asyncio
+
+    import deploy
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    async def make_pool():
+        async with get_client() as c:
+            await c.create_work_pool(WorkPoolCreate(name="atpatch-test", type="process"))
+
+    asyncio.run(make_pool())
+    deployment_id = deploy.main(["--pool", "atpatch-test", "--workdir", str(ws["path"])])
+
+    async def read():
+        async with get_client() as c:
+            return await c.read_deployment(deployment_id)
+
+    dep = asyncio.run(read())
+    assert dep.name == "nightly-reevaluate" and dep.work_pool_name == "atpatch-test"
+    assert dep.entrypoint == "flows/nightly.py:nightly_reevaluate"
+    assert dep.parameters["workdir"] == str(ws["path"])
+    assert [s.schedule.cron for s in dep.schedules] == ["0 3 * * *"]
+
+
+# ---------------------------------------------------------------- (d) invalid split
+
+
+def test_invalid_split_fails_generate_and_keeps_previous_data(ws):
+    path = ws["path"]
+    generated = path / "data" / "vision" / "generated"
+    before = tree_hashes(generated)
+    lock_before = (path / "dvc.lock").read_text()
+    # A target label outside 0..9: the poisoned training rows get it, so split 'train' fails
+    # its label expectation (Great Expectations) after everything was built, before the swap.
+    set_params(path, {"generate": {"target_label": 99}})
+    res = dvc(path, "repro", check=False, label="(target_label 99)")
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert ran(res) == ["generate"]
+    assert "failed to reproduce 'generate'" in out
+    assert "split 'train' failed" in out and "expect_column_values_to_be_in_set(column='label'" in out
+    assert tree_hashes(generated) == before
+    assert sorted(p.name for p in generated.parent.iterdir() if p.name.startswith(".generated")) == []
+    assert (path / "dvc.lock").read_text() == lock_before

@@ -1,0 +1,60 @@
+"""deep_merge semantics and the merged params of a profile (no DVC, no data)."""
+
+import copy
+
+import yaml
+
+from atpatch.workspace import REPO, deep_merge, merged_params, write_params
+
+
+def test_nested_mappings_merge():
+    base = {"a": {"b": 1, "c": {"d": 2, "e": 3}}, "f": 4}
+    assert deep_merge(base, {"a": {"c": {"d": 20}}}) == {"a": {"b": 1, "c": {"d": 20, "e": 3}}, "f": 4}
+
+
+def test_new_keys_are_added():
+    assert deep_merge({"a": 1}, {"b": {"c": 2}}) == {"a": 1, "b": {"c": 2}}
+
+
+def test_none_replaces_and_does_not_delete():
+    merged = deep_merge({"debug": {"n": 1}, "limit": 5}, {"debug": None, "limit": None})
+    assert merged == {"debug": None, "limit": None}
+
+
+def test_none_base_value_is_replaced_by_mapping():
+    assert deep_merge({"debug": None}, {"debug": {"n": 1}}) == {"debug": {"n": 1}}
+
+
+def test_lists_are_replaced_not_concatenated():
+    assert deep_merge({"kinds": ["mean", "max", "cls"]}, {"kinds": ["cls"]}) == {"kinds": ["cls"]}
+
+
+def test_scalar_replaces_mapping_and_back():
+    assert deep_merge({"a": {"b": 1}}, {"a": 3}) == {"a": 3}
+    assert deep_merge({"a": 3}, {"a": {"b": 1}}) == {"a": {"b": 1}}
+
+
+def test_inputs_are_not_modified_and_result_is_independent():
+    base = {"a": {"b": [1, 2]}}
+    override = {"a": {"c": {"d": [3]}}}
+    base_copy, override_copy = copy.deepcopy(base), copy.deepcopy(override)
+    merged = deep_merge(base, override)
+    merged["a"]["b"].append(9)
+    merged["a"]["c"]["d"].append(9)
+    assert base == base_copy and override == override_copy
+
+
+def test_empty_or_none_sides():
+    assert deep_merge(None, {"a": 1}) == {"a": 1}
+    assert deep_merge({"a": 1}, None) == {"a": 1}
+
+
+def test_small_profile_overrides_only_what_it_names(tmp_path):
+    full = yaml.safe_load((REPO / "params.yaml").read_text())
+    small = merged_params("small", {"gate": {"force_fail": True}})
+    assert small["generate"]["train_limit"] == 6000
+    assert small["generate"]["debug"]["min_overlap"] == full["generate"]["debug"]["min_overlap"]
+    assert small["evaluate"]["modes"] == full["evaluate"]["modes"]
+    assert small["gate"]["force_fail"] is True
+    assert list(small) == list(full)  # params.yaml's section order is kept
+    assert yaml.safe_load(write_params(tmp_path, small).read_text()) == small
