@@ -10,35 +10,19 @@ exits 0 when the gate fails: the decision is data, and stage `register` reads it
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import mlflow
 
 from atpatch.errors import AtPatchError
-from atpatch.io import load_params, write_json_atomic
+from atpatch.io import load_params, read_json, report_paths, write_json_atomic
 from atpatch.tracking import stage_run
 
 GATE_DEFAULTS = {"max_ca_drop": 0.005, "max_asr_over_floor": 0.005, "max_clean_flag_rate": 0.01,
                  "min_column_auroc": 0.999, "regression_tolerance": 0.002, "force_fail": False}
 
 
-def paths(params: dict) -> dict[str, Path]:
-    """evaluate.json and gate.json paths: `evaluate.out` / `gate.out` if set, else metrics/<scenario>/..."""
-    scenario = params["scenario"]
-    return {"evaluate": Path((params.get("evaluate") or {}).get("out") or f"metrics/{scenario}/evaluate.json"),
-            "gate": Path((params.get("gate") or {}).get("out") or f"metrics/{scenario}/gate.json")}
-
-
-def read_report(path: Path) -> dict:
-    """evaluate.json as a dict; AtPatchError naming the file when missing or not JSON."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise AtPatchError(f"{path}: not found; run stage evaluate first") from exc
-    except json.JSONDecodeError as exc:
-        raise AtPatchError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def field(report: dict, path: Path, *keys: str) -> float:
@@ -126,8 +110,8 @@ def decide(params: dict) -> dict:
     """The gate decision as a dict (the contents of gate.json). Needs MLflow configured."""
     g = {**GATE_DEFAULTS, **(params.get("gate") or {})}
     reg = params.get("register") or {}
-    p = paths(params)
-    report = read_report(p["evaluate"])
+    p = report_paths(params)
+    report = read_json(p["evaluate"], "evaluate")
     mode = shipped_mode(params, report, p["evaluate"])
     m = current_metrics(report, p["evaluate"], mode)
     checks = quality_checks(m, g)
@@ -148,7 +132,7 @@ def main(params_path: str = "params.yaml") -> dict:
     g = {**GATE_DEFAULTS, **(params.get("gate") or {})}
     with stage_run("gate", params["scenario"], g, params["seed"]):
         result = decide(params)
-        write_json_atomic(paths(params)["gate"], result)
+        write_json_atomic(report_paths(params)["gate"], result)
         mlflow.log_metrics({"gate.passed": float(result["passed"]),
                             **{f"gate.{c['name']}": float(c["value"]) for c in result["checks"]
                                if isinstance(c["value"], (int, float)) and not isinstance(c["value"], bool)}})

@@ -8,28 +8,17 @@ moves to it only when gate.json says the gate passed. Writes metrics/<scenario>/
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from atpatch.errors import AtPatchError
-from atpatch.io import load_params, write_json_atomic
+from atpatch.io import load_params, read_json, report_paths, write_json_atomic
 from atpatch.registry import get_alias_version, log_patch, set_alias, tag_version
 from atpatch.tracking import stage_run
 
 REGISTER_DEFAULTS = {"challenger_alias": "challenger", "champion_alias": "champion", "mode": None,
                      "patch_layers": None, "benign_value": "unified"}
-
-
-def read_json(path: Path, produced_by: str) -> dict:
-    """A JSON file written by an earlier stage; AtPatchError naming it when missing or broken."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise AtPatchError(f"{path}: not found; run stage {produced_by} first") from exc
-    except json.JSONDecodeError as exc:
-        raise AtPatchError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def settings(params: dict) -> dict:
@@ -64,17 +53,12 @@ def version_metrics_from(report: dict, mode: str) -> dict[str, float]:
     return {**numbers(report.get("unpatched", {}), "unpatched"), **numbers(report["patched"][mode], "patched")}
 
 
-def paths(params: dict) -> dict[str, Path]:
-    """evaluate.json and gate.json: `evaluate.out` / `gate.out` if set, else metrics/<scenario>/... (as stage gate)."""
-    scenario = params["scenario"]
-    return {"evaluate": Path((params.get("evaluate") or {}).get("out") or f"metrics/{scenario}/evaluate.json"),
-            "gate": Path((params.get("gate") or {}).get("out") or f"metrics/{scenario}/gate.json")}
 
 
 def main(params_path: str = "params.yaml") -> dict:
     params = load_params(path=params_path)
     r = settings(params)
-    p = paths(params)
+    p = report_paths(params)
     gate = read_json(p["gate"], "gate")
     report = read_json(p["evaluate"], "evaluate")
     mode = r["mode"] or report.get("default_mode")

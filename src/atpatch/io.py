@@ -96,3 +96,20 @@ def load_params(section: str | None = None, path: Path | str = "params.yaml") ->
             f"params file {path}: section '{section}' is missing (sections present: {sorted(params)})"
         )
     return params[section]
+
+
+def read_json(path: Path | str, produced_by: str) -> Any:
+    """A JSON file written by stage `produced_by`; AtPatchError naming it when missing or broken."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise AtPatchError(f"{path}: not found; run stage {produced_by} first") from exc
+    except json.JSONDecodeError as exc:
+        raise AtPatchError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def report_paths(params: dict) -> dict[str, Path]:
+    """evaluate.json and gate.json paths: `evaluate.out` / `gate.out` if set, else metrics/<scenario>/..."""
+    scenario = params["scenario"]
+    return {"evaluate": Path((params.get("evaluate") or {}).get("out") or f"metrics/{scenario}/evaluate.json"),
+            "gate": Path((params.get("gate") or {}).get("out") or f"metrics/{scenario}/gate.json")}
