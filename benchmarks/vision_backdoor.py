@@ -23,8 +23,10 @@ sys.path.insert(0, str(REPO / "src"))
 from atpatch.io import write_bytes_atomic, write_json_atomic  # noqa: E402
 from atpatch.workspace import make_workspace  # noqa: E402
 
+# A trigger anywhere is harder to learn than a fixed one: the random variant poisons 10%, not 5%
+# (at 5% and 9 epochs a first run reached only 19% ASR, CA 84.6%).
 VARIANTS = {"corner": {"generate": {"trigger": {"position": "corner"}}},
-            "random": {"generate": {"trigger": {"position": "random"}}}}
+            "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}}}
 
 
 def run_variant(name: str, profile: str | None, root: Path) -> dict:

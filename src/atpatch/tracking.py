@@ -58,8 +58,10 @@ def environment_tags() -> dict[str, str]:
         except PackageNotFoundError:
             tags[f"version.{lib}"] = "missing"
     try:
+        # The commit of the code that runs (the package's checkout), not of the working directory,
+        # which may be a pipeline workspace outside git.
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=project_root()).stdout.strip()
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     tags["git_commit"] = commit

@@ -159,6 +159,18 @@ def test_registered_champion(ws):
     assert alias(path, "champion") == 1 and alias(path, "challenger") == 1
 
 
+def test_stage_runs_carry_params_seed_versions_and_commit(ws):
+    runs = client(ws["path"]).search_runs(
+        [e.experiment_id for e in client(ws["path"]).search_experiments()], filter_string="tags.stage = 'train_victim'")
+    assert runs, "no MLflow run for stage train_victim"
+    run = runs[0]
+    assert run.data.params["epochs"] == "4" and run.data.params["seed"] == "0"
+    assert run.data.tags["seed"] == "0" and run.data.tags["scenario"] == "vision-backdoor"
+    assert run.data.tags["version.torch"].startswith("2.13.0") and run.data.tags["version.transformers"] == "5.24.0"
+    assert len(run.data.tags["git_commit"]) == 40
+    assert "train_acc" in run.data.metrics
+
+
 # ---------------------------------------------------------------- (b) Prefect
 
 
