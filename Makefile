@@ -9,8 +9,11 @@ ENV := . scripts/env.sh
 setup:
 	./scripts/setup.sh
 
+# The default scenario end to end; SCENARIO=text-backdoor (etc.) picks another.
+SCENARIO ?= vision-backdoor
+
 run: setup
-	$(ENV) && .venv/bin/dvc repro
+	$(ENV) && .venv/bin/dvc repro register@$(SCENARIO)
 
 test: setup
 	$(ENV) && .venv/bin/python -m pytest -q tests
@@ -19,4 +22,4 @@ test: setup
 run-small: setup
 	$(ENV) && .venv/bin/python -m atpatch.workspace --profile small --dest .work/small >/dev/null && \
 	  cd .work/small && ATPATCH_ROOT="$$PWD" DVC_SITE_CACHE_DIR="$$PWD/.dvc/site_cache" PREFECT_HOME="$$PWD/.prefect" \
-	  MLFLOW_TRACKING_URI="sqlite:///$$PWD/mlflow.db" ../../.venv/bin/dvc repro
+	  MLFLOW_TRACKING_URI="sqlite:///$$PWD/mlflow.db" ../../.venv/bin/dvc repro register@$(SCENARIO)

@@ -21,25 +21,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ is not a pack
 
 from prefect import flow, get_run_logger  # noqa: E402
 
-from pipeline import dvc_stage, no_heartbeats  # noqa: E402
+from pipeline import dvc_stage, no_heartbeats, scenario_of  # noqa: E402
 
 
-def gate_json_path(workdir: str | Path) -> Path:
-    """gate.json of the workspace: params `gate.out`, else metrics/<scenario>/gate.json."""
-    import yaml
-
-    params = yaml.safe_load((Path(workdir) / "params.yaml").read_text(encoding="utf-8")) or {}
-    out = (params.get("gate") or {}).get("out") or f"metrics/{params.get('scenario', 'vision-backdoor')}/gate.json"
-    return Path(workdir) / out
+def gate_json_path(workdir: str | Path, scenario: str) -> Path:
+    """gate.json of one scenario in the workspace."""
+    return Path(workdir) / f"metrics/{scenario}/gate.json"
 
 
 @flow(name="atpatch-nightly-reevaluate")
-def nightly_reevaluate(workdir: str = ".", register_when_failed: bool = False) -> dict[str, Any]:
+def nightly_reevaluate(workdir: str = ".", register_when_failed: bool = False,
+                       scenario: str | None = None) -> dict[str, Any]:
     """Force evaluate + gate; force register only when the gate passed (or `register_when_failed`)."""
     logger = get_run_logger()
     workdir = str(Path(workdir).resolve())
-    runs = [dvc_stage("evaluate", workdir, force=True), dvc_stage("gate", workdir, force=True)]
-    gate = json.loads(gate_json_path(workdir).read_text(encoding="utf-8"))
+    scenario, _ = scenario_of(workdir, scenario)
+    runs = [dvc_stage(f"evaluate@{scenario}", workdir, force=True), dvc_stage(f"gate@{scenario}", workdir, force=True)]
+    gate = json.loads(gate_json_path(workdir, scenario).read_text(encoding="utf-8"))
     passed = bool(gate.get("passed"))
     if passed:
         logger.info("gate passed: registering and promoting")
@@ -47,19 +45,20 @@ def nightly_reevaluate(workdir: str = ".", register_when_failed: bool = False) -
         logger.warning("gate FAILED: %s", "; ".join(gate.get("reasons", [])) or "(no reasons)")
     registered = passed or register_when_failed
     if registered:
-        runs.append(dvc_stage("register", workdir, force=True))
+        runs.append(dvc_stage(f"register@{scenario}", workdir, force=True))
     return {"passed": passed, "reasons": gate.get("reasons", []), "registered": registered,
             "stages": [r["stage"] for r in runs]}
 
 
-def run_nightly(workdir: str = ".", register_when_failed: bool = False) -> dict[str, Any]:
+def run_nightly(workdir: str = ".", register_when_failed: bool = False, scenario: str | None = None) -> dict[str, Any]:
     with no_heartbeats():
-        return nightly_reevaluate(workdir=workdir, register_when_failed=register_when_failed)
+        return nightly_reevaluate(workdir=workdir, register_when_failed=register_when_failed, scenario=scenario)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default=".")
     ap.add_argument("--register-when-failed", action="store_true")
+    ap.add_argument("--scenario", default=None)
     a = ap.parse_args()
-    print(json.dumps(run_nightly(a.workdir, a.register_when_failed), indent=2))
+    print(json.dumps(run_nightly(a.workdir, a.register_when_failed, a.scenario), indent=2))

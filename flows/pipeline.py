@@ -1,11 +1,11 @@
 """Prefect 3 flow that runs the DVC pipeline stage by stage.
 
 The flow holds no stage logic: each task runs one stage of the workspace's dvc.yaml with
-`dvc repro --single-item <stage>` (DVC decides whether the stage is stale, runs its command and
+`dvc repro --single-item <stage>@<scenario>` (DVC decides whether the stage is stale, runs its command and
 updates dvc.lock), so `dvc repro` and this flow execute the same code and share one lock file.
 Prefect adds retries (2, 5 s apart), logging of the stage's output and run history.
 
-    python flows/pipeline.py [--workdir DIR] [--stages gate register] [--force]
+    python flows/pipeline.py [--workdir DIR] [--scenario S] [--stages gate register] [--force]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ TAIL_LINES = 40
 
 
 def dvc_stages(workdir: str | Path = ".") -> list[str]:
-    """Stage names of `workdir/dvc.yaml`, in file order (the order dvc.yaml lists them)."""
+    """Stage names of `workdir/dvc.yaml` (foreach templates, without @item), in file order."""
     import yaml
 
     path = Path(workdir) / "dvc.yaml"
@@ -36,15 +36,28 @@ def dvc_stages(workdir: str | Path = ".") -> list[str]:
     return list(stages)
 
 
-def select_stages(workdir: str | Path, stages: list[str] | None) -> list[str]:
-    """`stages` (None: all) in dvc.yaml order; ValueError naming unknown stages."""
+def scenario_of(workdir: str | Path, scenario: str | None) -> tuple[str, str]:
+    """(scenario, its raw data source): `scenario` or params.yaml's default; ValueError if unknown."""
+    import yaml
+
+    params = yaml.safe_load((Path(workdir) / "params.yaml").read_text(encoding="utf-8")) or {}
+    scenario = scenario or params.get("scenario")
+    scenarios = params.get("scenarios") or {}
+    if scenario not in scenarios:
+        raise ValueError(f"unknown scenario {scenario!r}; params.yaml in {workdir} has {sorted(scenarios)}")
+    return scenario, scenarios[scenario]["source"]
+
+
+def select_stages(workdir: str | Path, stages: list[str] | None, scenario: str | None = None) -> list[str]:
+    """DVC stage names `<stage>@<scenario>` (fetch: `fetch@<source>`) of `stages` (None: all), in
+    dvc.yaml order; ValueError naming unknown stages."""
     order = dvc_stages(workdir)
-    if stages is None:
-        return order
-    unknown = sorted(set(stages) - set(order))
+    unknown = sorted(set(stages or []) - set(order))
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml in {workdir} has {order}")
-    return [s for s in order if s in set(stages)]
+    scenario, source = scenario_of(workdir, scenario)
+    chosen = [s for s in order if stages is None or s in set(stages)]
+    return [f"{s}@{source if s == 'fetch' else scenario}" for s in chosen]
 
 
 def _stage_env() -> dict[str, str]:
@@ -104,14 +117,15 @@ def dvc_stage(stage: str, workdir: str, force: bool = False) -> dict[str, Any]:
 
 
 @flow(name="atpatch-pipeline")
-def atpatch_pipeline(workdir: str = ".", stages: list[str] | None = None, force: bool = False) -> list[dict]:
-    """Run the DVC stages of `workdir` (all, or `stages`) in dvc.yaml order, one task each.
+def atpatch_pipeline(workdir: str = ".", stages: list[str] | None = None, force: bool = False,
+                     scenario: str | None = None) -> list[dict]:
+    """Run one scenario's DVC stages in `workdir` (all, or `stages`) in dvc.yaml order, one task each.
 
     force: rerun the selected stages even when DVC finds them up to date.
     """
     workdir = str(Path(workdir).resolve())
     results = []
-    for stage in select_stages(workdir, stages):
+    for stage in select_stages(workdir, stages, scenario):
         results.append(dvc_stage(stage, workdir, force))
     return results
 
@@ -123,10 +137,11 @@ def no_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
-def run_pipeline(workdir: str = ".", stages: list[str] | None = None, force: bool = False) -> list[dict]:
+def run_pipeline(workdir: str = ".", stages: list[str] | None = None, force: bool = False,
+                 scenario: str | None = None) -> list[dict]:
     """`atpatch_pipeline` with heartbeats off (what the CLI calls)."""
     with no_heartbeats():
-        return atpatch_pipeline(workdir=workdir, stages=stages, force=force)
+        return atpatch_pipeline(workdir=workdir, stages=stages, force=force, scenario=scenario)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,8 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", default=".", help="directory holding dvc.yaml and params.yaml")
     ap.add_argument("--stages", nargs="*", default=None, help="stage names (default: all)")
     ap.add_argument("--force", action="store_true", help="rerun the stages even when up to date")
+    ap.add_argument("--scenario", default=None, help="a scenario of params.yaml (default: its `scenario`)")
     a = ap.parse_args(argv)
-    for r in run_pipeline(a.workdir, a.stages, a.force):
+    for r in run_pipeline(a.workdir, a.stages, a.force, a.scenario):
         print(f"{r['stage']}: {'ran' if r['ran'] else 'up to date'} ({r['seconds']:.1f} s)")
 
 

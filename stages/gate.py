@@ -9,18 +9,23 @@ exits 0 when the gate fails: the decision is data, and stage `register` reads it
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import mlflow
 
 from atpatch.errors import AtPatchError
-from atpatch.io import load_params, read_json, report_paths, write_json_atomic
+from atpatch.io import read_json, report_paths, write_json_atomic
+from atpatch.scenarios import is_fairness, stage_params
 from atpatch.tracking import stage_run
 
 GATE_DEFAULTS = {"max_ca_drop": 0.005, "max_asr_over_floor": 0.005, "max_clean_flag_rate": 0.01,
                  "min_column_auroc": 0.999, "regression_tolerance": 0.002, "force_fail": False}
+# Fairness scenarios gate on fairness: relative reductions of the protected attribute's gaps.
+FAIRNESS_GATE_DEFAULTS = {"max_ca_drop": 0.01, "min_flip_rate_reduction": 0.8, "min_dp_reduction": 0.5,
+                          "min_eo_reduction": 0.5, "regression_tolerance": 0.002, "force_fail": False}
+# Per family: the metric that must not rise against the champion (CA must not fall in both).
+HARM_METRIC = {"backdoor": "patched.ASR", "fairness": "patched.flip_rate"}
 
 
 
@@ -49,8 +54,12 @@ def shipped_mode(params: dict, report: dict, path: Path) -> str:
     return mode
 
 
-def current_metrics(report: dict, path: Path, mode: str) -> dict[str, float]:
+def current_metrics(report: dict, path: Path, mode: str, family: str = "backdoor") -> dict[str, float]:
     """The numbers the gate judges, flat: unpatched.CA, unpatched.ASR_floor, patched.CA, ..."""
+    if family == "fairness":
+        keys = ("CA", "flip_rate", "dp_diff", "eo_diff")
+        return {**{f"unpatched.{k}": field(report, path, "unpatched", k) for k in keys},
+                **{f"patched.{k}": field(report, path, "patched", mode, k) for k in keys}}
     return {"unpatched.CA": field(report, path, "unpatched", "CA"),
             "unpatched.ASR_floor": field(report, path, "unpatched", "ASR_floor"),
             "patched.CA": field(report, path, "patched", mode, "CA"),
@@ -74,13 +83,33 @@ def quality_checks(m: dict[str, float], g: dict) -> list[dict]:
             check("column_auroc", m["patched.column_auroc"], g["min_column_auroc"], False)]
 
 
-def regression_checks(m: dict[str, float], champion: dict[str, float], version: str, tol: float) -> list[dict]:
-    """No regression vs the champion: ASR not higher, CA not lower, by more than `tol`."""
-    missing = [k for k in ("patched.ASR", "patched.CA") if k not in champion]
+def relative_reduction(before: float, after: float) -> float:
+    """(before - after) / before; 1.0 when there was nothing to reduce and nothing is left."""
+    if before <= 0:
+        return 1.0 if after <= 0 else float("-inf")
+    return (before - after) / before
+
+
+def fairness_checks(m: dict[str, float], g: dict) -> list[dict]:
+    """Accuracy kept; flip rate, demographic parity and equalized odds gaps reduced (relative)."""
+    return [check("ca_drop", m["unpatched.CA"] - m["patched.CA"], g["max_ca_drop"], True),
+            check("flip_rate_reduction", relative_reduction(m["unpatched.flip_rate"], m["patched.flip_rate"]),
+                  g["min_flip_rate_reduction"], False),
+            check("dp_reduction", relative_reduction(m["unpatched.dp_diff"], m["patched.dp_diff"]),
+                  g["min_dp_reduction"], False),
+            check("eo_reduction", relative_reduction(m["unpatched.eo_diff"], m["patched.eo_diff"]),
+                  g["min_eo_reduction"], False)]
+
+
+def regression_checks(m: dict[str, float], champion: dict[str, float], version: str, tol: float,
+                      harm: str = "patched.ASR") -> list[dict]:
+    """No regression vs the champion: the harm metric (ASR, flip rate) not higher, CA not lower, by more than `tol`."""
+    missing = [k for k in (harm, "patched.CA") if k not in champion]
     if missing:
         return [{"name": "champion_metrics", "value": None, "limit": None, "passed": False,
                  "comparison": f"champion version {version} has no stored metrics {missing}"}]
-    return [check("asr_vs_champion", m["patched.ASR"] - champion["patched.ASR"], tol, True),
+    name = harm.split(".")[-1].lower()
+    return [check(f"{name}_vs_champion", m[harm] - champion[harm], tol, True),
             check("ca_vs_champion", champion["patched.CA"] - m["patched.CA"], tol, True)]
 
 
@@ -106,19 +135,26 @@ def _jsonable(checks: list[dict]) -> list[dict]:
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in c.items()} for c in checks]
 
 
+def gate_settings(params: dict) -> tuple[str, dict]:
+    """(family, thresholds): the scenario's gate section over its family's defaults."""
+    family = "fairness" if is_fairness(params) else "backdoor"
+    defaults = FAIRNESS_GATE_DEFAULTS if family == "fairness" else GATE_DEFAULTS
+    return family, {**defaults, **(params.get("gate") or {})}
+
+
 def decide(params: dict) -> dict:
     """The gate decision as a dict (the contents of gate.json). Needs MLflow configured."""
-    g = {**GATE_DEFAULTS, **(params.get("gate") or {})}
+    family, g = gate_settings(params)
     reg = params.get("register") or {}
     p = report_paths(params)
     report = read_json(p["evaluate"], "evaluate")
     mode = shipped_mode(params, report, p["evaluate"])
-    m = current_metrics(report, p["evaluate"], mode)
-    checks = quality_checks(m, g)
+    m = current_metrics(report, p["evaluate"], mode, family)
+    checks = fairness_checks(m, g) if family == "fairness" else quality_checks(m, g)
     model_name = reg.get("model_name") or f"atpatch-{params['scenario']}"
     version, champion = champion_state(model_name, reg.get("champion_alias") or "champion")
     if version is not None:
-        checks += regression_checks(m, champion, version, g["regression_tolerance"])
+        checks += regression_checks(m, champion, version, g["regression_tolerance"], HARM_METRIC[family])
     if g["force_fail"]:
         checks.append({"name": "forced", "value": True, "limit": False, "passed": False, "comparison": "=="})
     checks = _jsonable(checks)
@@ -127,9 +163,8 @@ def decide(params: dict) -> dict:
             "model_name": model_name, "mode": mode, "metrics": m}
 
 
-def main(params_path: str = "params.yaml") -> dict:
-    params = load_params(path=params_path)
-    g = {**GATE_DEFAULTS, **(params.get("gate") or {})}
+def main(params: dict) -> dict:
+    _, g = gate_settings(params)
     with stage_run("gate", params["scenario"], g, params["seed"]):
         result = decide(params)
         write_json_atomic(report_paths(params)["gate"], result)
@@ -143,6 +178,4 @@ def main(params_path: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    main(parser.parse_args().params)
+    main(stage_params(__doc__))

@@ -7,14 +7,10 @@ moves to it only when gate.json says the gate passed. Writes metrics/<scenario>/
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-import pandas as pd
-
 from atpatch.errors import AtPatchError
-from atpatch.io import load_params, read_json, report_paths, write_json_atomic
+from atpatch.io import read_json, report_paths, write_json_atomic
 from atpatch.registry import get_alias_version, log_patch, set_alias, tag_version
+from atpatch.scenarios import kind_module, stage_params
 from atpatch.tracking import stage_run
 
 REGISTER_DEFAULTS = {"challenger_alias": "challenger", "champion_alias": "champion", "mode": None,
@@ -28,17 +24,6 @@ def settings(params: dict) -> dict:
     scenario = params["scenario"]
     r["out"] = r.get("out") or f"metrics/{scenario}/register.json"
     return r
-
-
-def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
-    """`rows` clean test images as the pyfunc input: column `image`, 784 ints per row."""
-    from datasets import load_from_disk
-
-    path = Path(params["generate"]["out"]) / "test_clean"
-    if not path.is_dir():
-        raise AtPatchError(f"{path}: clean test set not found; run stage generate first")
-    images = load_from_disk(str(path)).with_format("numpy")[:rows]["image"]
-    return pd.DataFrame({"image": [img.reshape(-1).astype(int).tolist() for img in images]})
 
 
 def version_metrics_from(report: dict, mode: str) -> dict[str, float]:
@@ -55,9 +40,8 @@ def version_metrics_from(report: dict, mode: str) -> dict[str, float]:
 
 
 
-def main(params_path: str = "params.yaml") -> dict:
-    params = load_params(path=params_path)
-    r = settings(params)
+def main(params: dict) -> dict:
+    r, kind = settings(params), kind_module(params)
     p = report_paths(params)
     gate = read_json(p["gate"], "gate")
     report = read_json(p["evaluate"], "evaluate")
@@ -65,8 +49,8 @@ def main(params_path: str = "params.yaml") -> dict:
     if gate.get("mode") not in (None, mode):
         raise AtPatchError(f"{p['gate']}: the gate judged mode {gate['mode']!r} but register ships {mode!r}; "
                            "rerun stage gate")
-    config = {"mode": mode, "patch_layers": r["patch_layers"], "benign_value": r["benign_value"], "input": "image"}
-    example = input_example(params)
+    config = {"mode": mode, "patch_layers": r["patch_layers"], "benign_value": r["benign_value"], "input": kind.INPUT_KIND}
+    example = kind.input_example(params)
     with stage_run("register", params["scenario"], r, params["seed"]):
         previous = get_alias_version(r["model_name"], r["champion_alias"])
         mv = log_patch(params["train_victim"]["out"], params["train_detector"]["out"], config, r["model_name"],
@@ -88,6 +72,4 @@ def main(params_path: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    main(parser.parse_args().params)
+    main(stage_params(__doc__))

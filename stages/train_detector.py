@@ -7,29 +7,30 @@ held-out clean "calib" part, and writes detector.safetensors + detector.json ato
 
 from __future__ import annotations
 
-import argparse
+import json
 
 import mlflow
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from atpatch.detector import Detector, DetectorConfig
-from atpatch.features import select_kind
-from atpatch.io import atomic_dir, load_params, write_json_atomic
+from atpatch.features import TokenLayout, select_kind
+from atpatch.io import atomic_dir, write_json_atomic
 from atpatch.metrics import detection_metrics, input_flag_rate
 from atpatch.patch import benign_attention
+from atpatch.scenarios import stage_params
 from atpatch.tracking import stage_run
-from atpatch.models.vit import VISION_LAYOUT
 
 
-def fit_detector(data: dict, p: dict, model_type: str, heads: int, seed: int) -> tuple[Detector, dict]:
+def fit_detector(data: dict, p: dict, model_type: str, heads: int, layout: TokenLayout, seed: int) -> tuple[Detector, dict]:
     """Fit, estimate u and calibrate; return the detector and its training-side metrics."""
     feats, cand, labels = data["features"], data["candidate"], data["token_labels"].long()
     fit = ~data["calib"]
     n_layers = feats.shape[2]
     layers = list(range(n_layers)) if p["layers"] is None else list(p["layers"])
     config = DetectorConfig(layers=layers, heads=heads, kinds=list(p["kinds"]), model_type=model_type,
-                            layout=VISION_LAYOUT.to_dict(), seed=seed, **p["network"])
+                            layout=layout.to_dict(), seed=seed, **p["network"])
     det = Detector(config)
     x = feats[:, :, layers]  # [N, K, L', F]
     mask = cand & fit[:, None]
@@ -50,13 +51,15 @@ def fit_detector(data: dict, p: dict, model_type: str, heads: int, seed: int) ->
     return det, metrics
 
 
-def main(params_path: str = "params.yaml") -> None:
-    params = load_params(path=params_path)
+def main(params: dict) -> None:
     p, seed = params["train_detector"], params["seed"]
-    data = load_file(params["extract"]["out"])
-    heads = params["train_victim"]["architecture"]["heads"]
+    path = params["extract"]["out"]
+    data = load_file(path)
+    with safe_open(path, "pt") as fh:
+        meta = fh.metadata()
+    layout = TokenLayout.from_dict(json.loads(meta["layout"]))
     with stage_run("train_detector", params["scenario"], p, seed):
-        det, metrics = fit_detector(data, p, "vit", heads, seed)
+        det, metrics = fit_detector(data, p, meta["model_type"], int(meta["heads"]), layout, seed)
         mlflow.log_metrics(metrics)
         with atomic_dir(p["out"]) as tmp:
             det.save(tmp)
@@ -65,6 +68,4 @@ def main(params_path: str = "params.yaml") -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    main(parser.parse_args().params)
+    main(stage_params(__doc__))

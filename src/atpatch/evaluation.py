@@ -1,6 +1,7 @@
 """Batched inference for the evaluate stage: predictions, flags, scores and latency.
 
-Shapes: N inputs, K tokens, C classes.
+Inputs are dicts of batch-first tensors (the model's keyword inputs, e.g. {"pixel_values": ...} or
+{"input_ids": ..., "attention_mask": ...}). Shapes: N inputs, K tokens, C classes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,24 @@ import torch
 from tqdm.auto import tqdm
 
 
+Inputs = dict[str, torch.Tensor]
+
+
+def n_rows(inputs: Inputs) -> int:
+    return len(next(iter(inputs.values())))
+
+
+def rows(inputs: Inputs, start: int, stop: int | None = None) -> Inputs:
+    """Rows start:stop of every tensor (stop None: one row less slicing code at call sites)."""
+    return {k: v[start:stop] for k, v in inputs.items()}
+
+
+def batches(inputs: Inputs, batch: int, desc: str):
+    """Consecutive row slices of `batch` inputs, with a progress bar."""
+    for start in tqdm(range(0, n_rows(inputs), batch), desc=desc, leave=False):
+        yield start, rows(inputs, start, start + batch)
+
+
 @dataclass
 class Predictions:
     """labels [N]; flagged [N, K] bool (empty for unpatched); scores [N, K]; candidate [N, K]."""
@@ -25,21 +44,21 @@ class Predictions:
     logits: np.ndarray | None = None
 
 
-def predict_plain(model, x: torch.Tensor, batch: int, desc: str, key: str = "pixel_values") -> Predictions:
-    """Labels of an unpatched model (as configured) over x [N, ...]."""
+def predict_plain(model, inputs: Inputs, batch: int, desc: str) -> Predictions:
+    """Labels and logits of an unpatched model (as configured)."""
     out = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(x), batch), desc=desc, leave=False):
-            out.append(model(**{key: x[start:start + batch]}).logits)
+        for _, chunk in batches(inputs, batch, desc):
+            out.append(model(**chunk).logits)
     logits = torch.cat(out)
     return Predictions(logits.argmax(-1).numpy(), logits=logits.numpy())
 
 
-def predict_patched(patched, x: torch.Tensor, batch: int, desc: str, key: str = "pixel_values") -> Predictions:
-    """Labels, flags and position scores of a PatchedClassifier over x [N, ...]."""
+def predict_patched(patched, inputs: Inputs, batch: int, desc: str) -> Predictions:
+    """Labels, flags and position scores of a PatchedClassifier."""
     logits, flags, scores = [], [], []
-    for start in tqdm(range(0, len(x), batch), desc=desc, leave=False):
-        out = patched(**{key: x[start:start + batch]})
+    for _, chunk in batches(inputs, batch, desc):
+        out = patched(**chunk)
         logits.append(out.logits)
         flags.append(out.flagged)
         scores.append(out.scores)
@@ -47,8 +66,7 @@ def predict_patched(patched, x: torch.Tensor, batch: int, desc: str, key: str = 
     return Predictions(logits.argmax(-1).numpy(), torch.cat(flags).numpy(), torch.cat(scores).numpy(), logits.numpy())
 
 
-def predict_oracle(model, x: torch.Tensor, flags: torch.Tensor, benign: torch.Tensor, layers, batch: int,
-                   key: str = "pixel_values") -> Predictions:
+def predict_oracle(model, inputs: Inputs, flags: torch.Tensor, benign: torch.Tensor, layers, batch: int) -> Predictions:
     """Labels when the *known* fault tokens (flags [N, K]) are patched: the patch's ceiling,
     independent of the detector. Tells whether a backdoor runs through over-attention at all."""
     from .patched import _Redistributor
@@ -56,23 +74,26 @@ def predict_oracle(model, x: torch.Tensor, flags: torch.Tensor, benign: torch.Te
 
     out = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(x), batch), desc="oracle", leave=False):
-            chunk, f = x[start:start + batch], flags[start:start + batch]
-            valid = torch.ones(f.shape, dtype=torch.bool)
+        for start, chunk in batches(inputs, batch, "oracle"):
+            f = flags[start:start + batch]
+            mask = chunk.get("attention_mask")
+            valid = torch.ones(f.shape, dtype=torch.bool) if mask is None else mask.bool()
             with attention_seam(model, _Redistributor(f, valid, benign, tuple(layers))):
-                out.append(model(**{key: chunk}).logits.argmax(-1))
+                out.append(model(**chunk).logits.argmax(-1))
     return Predictions(torch.cat(out).numpy())
 
 
-def median_latency(fn: Callable[[torch.Tensor], object], x: torch.Tensor, batch: int, repeats: int) -> float:
-    """Median seconds per call of fn on batches of x (one warm-up call first)."""
-    batches = [x[i:i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]
-    fn(batches[0])
+def median_latency(fn: Callable[..., object], inputs: Inputs, batch: int, repeats: int) -> float:
+    """Median seconds per call fn(**chunk) on full batches of the inputs (one warm-up call first)."""
+    n = n_rows(inputs)
+    chunks = [rows(inputs, i, i + batch) for i in range(0, n - batch + 1, batch)] or [inputs]
+    with torch.no_grad():
+        fn(**chunks[0])
     times = []
     with torch.no_grad():
         for i in range(repeats):
-            chunk = batches[i % len(batches)]
+            chunk = chunks[i % len(chunks)]
             start = time.perf_counter()
-            fn(chunk)
+            fn(**chunk)
             times.append(time.perf_counter() - start)
     return statistics.median(times)

@@ -80,3 +80,25 @@ def attention_grid(path: Path, images: np.ndarray, before: np.ndarray, after: np
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def attention_tokens(path: Path, tokens: list[list[str]], before: np.ndarray, after: np.ndarray,
+                     flagged: np.ndarray, titles: list[str]) -> None:
+    """Per input (one row each): attention to each token before and after the patch, as bars.
+
+    tokens[m] the token strings of input m (K entries, CLS included); before/after [M, K] column
+    mass; flagged [M, K] bool, drawn red. Padding (empty token strings) is left out.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(tokens), 1, figsize=(11, 2.6 * len(tokens)), squeeze=False)
+    for ax, toks, b, a, f, t in zip(axes[:, 0], tokens, before, after, flagged, titles):
+        k = len([s for s in toks if s])
+        x = np.arange(k)
+        ax.bar(x - 0.2, b[:k], 0.4, label="before", color=np.where(f[:k], "red", "tab:blue"))
+        ax.bar(x + 0.2, a[:k], 0.4, label="after", color="tab:green")
+        ax.set_xticks(x, toks[:k], rotation=90, fontsize=6)
+        ax.set_title(f"{t}: attention to each token (red: flagged)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

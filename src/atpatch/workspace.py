@@ -10,10 +10,10 @@ end-to-end tests. It holds:
   DVC hashes what actually runs);
 - `params.yaml` = the repository's params.yaml, deep-merged with `profiles/<profile>.yaml`,
   then with `overrides`;
-- the raw Fashion-MNIST files copied from the repository's `data/raw/fashion-mnist` (or
-  `raw_cache`), committed to the workspace's DVC cache for stage `fetch` (`dvc commit`): DVC
-  removes a non-persistent output before running its stage, so without the commit the first
-  `dvc repro` would delete the files and download them again.
+- the raw data sources copied from the repository's `data/raw/<source>` (or `raw_cache/<source>`),
+  committed to the workspace's DVC cache for stages `fetch@<source>` (`dvc commit`): DVC removes a
+  non-persistent output before running its stage, so without the commit the first `dvc repro`
+  would delete the files and download them again.
 
 CLI: `python -m atpatch.workspace --profile small --dest .work/small` prints the workspace path.
 """
@@ -33,8 +33,6 @@ from typing import Any
 from atpatch.errors import AtPatchError
 
 REPO = Path(__file__).resolve().parents[2]
-RAW_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def deep_merge(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> dict:
@@ -99,13 +97,25 @@ def _dvc(dest: Path, *args: str) -> None:
                            f"{(res.stdout + res.stderr).strip()[-2000:]}")
 
 
-def _raw_source(repo: Path, raw_cache: Path | None) -> Path | None:
-    from atpatch.data.fetch import _all_present
+def copy_raw_sources(dest: Path, params: Mapping[str, Any], repo: Path, raw_cache: Path | None) -> list[str]:
+    """Copy every raw source of `params` that the repository (or `raw_cache`) already holds into the
+    workspace and verify it; return the names copied. Missing ones are left to stage fetch."""
+    from atpatch.data.sources import fetch_source
+    from atpatch.scenarios import raw_dir
 
-    for cand in (raw_cache, repo / "data" / "raw" / "fashion-mnist"):
-        if cand is not None and _all_present(Path(cand)):
-            return Path(cand)
-    return None
+    copied = []
+    for name in params.get("sources") or []:
+        target = dest / raw_dir(name)
+        for cand in (raw_cache / name if raw_cache else None, repo / raw_dir(name)):
+            if cand is None or not cand.is_dir() or cand.resolve() == target.resolve():
+                continue
+            # A copy, not a hard link: DVC makes its cache files read-only, which would change the
+            # mode of the shared inode in the source folder too.
+            shutil.copytree(cand, target, dirs_exist_ok=True)
+            fetch_source(name, target)  # verifies the sha256 (downloads only what is missing)
+            copied.append(name)
+            break
+    return copied
 
 
 def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str, Any] | None = None,
@@ -142,20 +152,10 @@ def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str
             "[core]\n    no_scm = True\n    analytics = false\n"
             f"    site_cache_dir = {dest / '.dvc' / 'site_cache'}\n", encoding="utf-8")
 
-    raw_dest = dest / params.get("fetch", {}).get("dest", "data/raw/fashion-mnist")
-    source = _raw_source(repo, Path(raw_cache) if raw_cache else None)
-    if source is not None and source.resolve() != raw_dest.resolve():
-        from atpatch.data.fetch import _all_present
-
-        if not _all_present(raw_dest):
-            raw_dest.mkdir(parents=True, exist_ok=True)
-            for name in RAW_FILES:
-                # A copy, not a hard link: DVC makes its cache files read-only, which would
-                # change the mode of the shared inode in the source folder too.
-                shutil.copyfile(source / name, raw_dest / name)
-        if fresh or not (dest / "dvc.lock").is_file():
-            # Record the present files as stage fetch's output so that `dvc repro` keeps them.
-            _dvc(dest, "commit", "--force", "-q", "fetch")
+    copied = copy_raw_sources(dest, params, repo, Path(raw_cache) if raw_cache else None)
+    if copied and (fresh or not (dest / "dvc.lock").is_file()):
+        # Record the present files as stage fetch's outputs so that `dvc repro` keeps them.
+        _dvc(dest, "commit", "--force", "-q", *[f"fetch@{name}" for name in copied])
     return dest
 
 
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m atpatch.workspace", description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default=None, help="profiles/<name>.yaml (or a YAML path) merged over params.yaml")
     ap.add_argument("--dest", required=True, help="workspace directory (created if missing)")
-    ap.add_argument("--raw-cache", default=None, help="folder holding the 4 Fashion-MNIST .gz files")
+    ap.add_argument("--raw-cache", default=None, help="folder holding raw sources as <source>/ subfolders")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
-                    help="dotted override, e.g. --set gate.force_fail=true (repeatable)")
+                    help="dotted override, e.g. --set scenarios.vision-backdoor.gate.force_fail=true (repeatable)")
     a = ap.parse_args(argv)
     import yaml
 

@@ -30,10 +30,20 @@ REPO = Path(__file__).resolve().parents[2]
 DVC = REPO / ".venv" / "bin" / "dvc"
 MODEL = "atpatch-vision-backdoor"
 METRICS = Path("metrics/vision-backdoor")
-STAGES = ["fetch", "generate", "train_victim", "extract", "train_detector", "evaluate", "gate", "register"]
+SCENARIO = "vision-backdoor"
+BASE = ["fetch", "generate", "train_victim", "extract", "train_detector", "evaluate", "gate", "register"]
+STAGES = ["fetch@fashion-mnist"] + [f"{s}@{SCENARIO}" for s in BASE[1:]]
+TARGET = f"register@{SCENARIO}"  # the scenario end to end (other scenarios have their own e2e tests)
+
+
+def for_scenario(section: dict) -> dict:
+    """A params override of this scenario's sections."""
+    return {"scenarios": {SCENARIO: section}}
+
+
 # Loose gate for the first run so that a champion exists; the small profile is about mechanics.
-LOOSE_GATE = {"gate": {"max_ca_drop": 1.0, "max_asr_over_floor": 1.0, "max_clean_flag_rate": 1.0,
-                       "min_column_auroc": 0.0, "regression_tolerance": 1.0, "force_fail": False}}
+LOOSE_GATE = for_scenario({"gate": {"max_ca_drop": 1.0, "max_asr_over_floor": 1.0, "max_clean_flag_rate": 1.0,
+                                    "min_column_auroc": 0.0, "regression_tolerance": 1.0, "force_fail": False}})
 TIMINGS: dict[str, float] = {}
 
 
@@ -107,7 +117,7 @@ def ws(tmp_path_factory):
         t0 = time.perf_counter()
         make_workspace(path, "small", LOOSE_GATE)
         TIMINGS["make_workspace"] = round(time.perf_counter() - t0, 1)
-        first = dvc(path, "repro", label="(first, all stages)")
+        first = dvc(path, "repro", TARGET, label="(first, all stages)")
         yield {"path": path, "first": first}
     print("\ne2e timings (s):", json.dumps(TIMINGS, indent=1))
 
@@ -131,7 +141,7 @@ def harness(ws):
 def test_repro_runs_every_stage(ws):
     res, path = ws["first"], ws["path"]
     # fetch is up to date from the start: the workspace committed the copied raw files.
-    assert "Stage 'fetch' didn't change" in res.stdout
+    assert "Stage 'fetch@fashion-mnist' didn't change" in res.stdout
     assert ran(res) == STAGES[1:]
     for name in ("detector.json", "evaluate.json", "gate.json", "register.json"):
         assert (path / METRICS / name).is_file(), name
@@ -146,7 +156,7 @@ def test_repro_runs_every_stage(ws):
 
 
 def test_second_repro_runs_nothing(ws):
-    res = dvc(ws["path"], "repro", label="(second, nothing to do)")
+    res = dvc(ws["path"], "repro", TARGET, label="(second, nothing to do)")
     assert ran(res) == []
     assert "Data and pipelines are up to date" in res.stdout
 
@@ -182,12 +192,12 @@ def test_prefect_flow_forces_gate_and_register(ws, harness):
     with pipeline.no_heartbeats():
         results = pipeline.atpatch_pipeline(workdir=str(path), stages=["register", "gate"], force=True)
     TIMINGS["flow gate+register forced"] = round(time.perf_counter() - t0, 1)
-    assert [(r["stage"], r["ran"]) for r in results] == [("gate", True), ("register", True)]
+    assert [(r["stage"], r["ran"]) for r in results] == [(STAGES[-2], True), (STAGES[-1], True)]
     assert versions(path) == [1, 2] and alias(path, "champion") == 2
 
     t0 = time.perf_counter()
     with pipeline.no_heartbeats():
-        results = pipeline.atpatch_pipeline(workdir=str(path))
+        results = pipeline.atpatch_pipeline(workdir=str(path), scenario=SCENARIO)
     TIMINGS["flow all stages, up to date"] = round(time.perf_counter() - t0, 1)
     assert [(r["stage"], r["ran"]) for r in results] == [(s, False) for s in STAGES]
 
@@ -208,9 +218,9 @@ def test_prefect_flow_reports_failing_stage(ws, harness, tmp_path):
 
 def test_forced_gate_failure_keeps_champion(ws):
     path = ws["path"]
-    set_params(path, {"gate": {"force_fail": True}})
-    res = dvc(path, "repro", label="(gate.force_fail)")
-    assert ran(res) == ["gate", "register"]  # only the stages that read the changed param or its output
+    set_params(path, for_scenario({"gate": {"force_fail": True}}))
+    res = dvc(path, "repro", TARGET, label="(gate.force_fail)")
+    assert ran(res) == STAGES[-2:]  # only the stages that read the changed param or its output
     gate, reg = read_json(path, "gate.json"), read_json(path, "register.json")
     assert gate["passed"] is False and gate["reasons"] == ["forced"]
     assert reg["promoted"] is False and reg["version"] == "3"
@@ -226,7 +236,7 @@ def test_nightly_flow_skips_registration_on_failed_gate(ws, harness):
     result = nightly.run_nightly(str(path))
     TIMINGS["nightly flow (evaluate+gate forced)"] = round(time.perf_counter() - t0, 1)
     assert result["passed"] is False and result["registered"] is False
-    assert result["stages"] == ["evaluate", "gate"]
+    assert result["stages"] == [f"evaluate@{SCENARIO}", f"gate@{SCENARIO}"]
     assert versions(path) == [1, 2, 3] and alias(path, "champion") == 2
 
 
@@ -260,17 +270,17 @@ def test_deployment_applies(ws, harness):
 
 def test_invalid_split_fails_generate_and_keeps_previous_data(ws):
     path = ws["path"]
-    generated = path / "data" / "vision" / "generated"
+    generated = path / "data" / SCENARIO / "generated"
     before = tree_hashes(generated)
     lock_before = (path / "dvc.lock").read_text()
     # A target label outside 0..9: the poisoned training rows get it, so split 'train' fails
     # its label expectation (Great Expectations) after everything was built, before the swap.
-    set_params(path, {"generate": {"target_label": 99}})
-    res = dvc(path, "repro", check=False, label="(target_label 99)")
+    set_params(path, for_scenario({"generate": {"target_label": 99}}))
+    res = dvc(path, "repro", TARGET, check=False, label="(target_label 99)")
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert ran(res) == ["generate"]
-    assert "failed to reproduce 'generate'" in out
+    assert ran(res) == [f"generate@{SCENARIO}"]
+    assert f"failed to reproduce 'generate@{SCENARIO}'" in out
     assert "split 'train' failed" in out and "expect_column_values_to_be_in_set(column='label'" in out
     assert tree_hashes(generated) == before
     assert sorted(p.name for p in generated.parent.iterdir() if p.name.startswith(".generated")) == []

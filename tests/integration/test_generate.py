@@ -21,6 +21,7 @@ def _stage():
 def _params(**trigger):
     return {
         "seed": 0,
+        "kind": "vision-backdoor",
         "fetch": {"dest": str(fashion_dir())},  # absolute: the shared cache, whatever the root
         "generate": {
             "out": "out/generated",
@@ -84,7 +85,9 @@ def test_validation_failure_keeps_previous_output(tmp_path, monkeypatch):
     out = tmp_path / "out" / "generated"
     before = _tree_hashes(out)
 
-    real = stage.build_test_triggered
+    from atpatch.scenarios import vision
+
+    real = vision.build_test_triggered
 
     def broken(*args, **kwargs):
         cols = real(*args, **kwargs)
@@ -92,7 +95,7 @@ def test_validation_failure_keeps_previous_output(tmp_path, monkeypatch):
         cols["label"][0] = 11  # out of range: must fail validation
         return cols
 
-    monkeypatch.setattr(stage, "build_test_triggered", broken)
+    monkeypatch.setattr(vision, "build_test_triggered", broken)
     with pytest.raises(DataValidationError, match="split 'test_triggered'"):
         stage.main(root=tmp_path, params=_params(position="random"))
     assert _tree_hashes(out) == before

@@ -71,7 +71,7 @@ def root(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
     Dataset.from_dict({"image": images, "label": np.arange(6)}).save_to_disk(str(root / "generated" / "test_clean"))
-    params = {"seed": 0, "scenario": "tiny", "generate": {"out": "generated"},
+    params = {"seed": 0, "scenario": "tiny", "kind": "vision-backdoor", "generate": {"out": "generated"},
               "train_victim": {"out": "victim"}, "train_detector": {"out": "detector"},
               "evaluate": {"out": "metrics/tiny/evaluate.json"},
               "gate": {"out": "metrics/tiny/gate.json", "max_ca_drop": 0.005, "max_asr_over_floor": 0.005,
@@ -184,11 +184,11 @@ def _write_report(root: Path, report: dict) -> None:
     path.write_text(json.dumps(report))
 
 
-def _set_params(root: Path, **gate) -> str:
+def _set_params(root: Path, **gate) -> dict:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["gate"].update(gate)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return str(root / "params.yaml")
+    return params
 
 
 def test_gate_and_register_move_champion_only_on_pass(root):
@@ -200,7 +200,7 @@ def test_gate_and_register_move_champion_only_on_pass(root):
     g = gate.main(_set_params(root, force_fail=False))
     assert g["passed"] and g["reasons"] == [] and g["champion_version"] is None
     assert json.loads((root / "metrics/tiny/gate.json").read_text())["passed"] is True
-    r = register.main("params.yaml")
+    r = register.main(_set_params(root))
     assert r == json.loads((root / "metrics/tiny/register.json").read_text())
     assert r["promoted"] and r["version"] == r["champion"] == r["challenger"] == "1"
     assert str(get_alias_version(STAGE_NAME, "champion").version) == "1"
@@ -208,7 +208,7 @@ def test_gate_and_register_move_champion_only_on_pass(root):
     # 2. forced failure -> version 2 is the challenger, champion stays on 1.
     g = gate.main(_set_params(root, force_fail=True))
     assert not g["passed"] and g["reasons"] == ["forced"] and g["champion_version"] == "1"
-    r = register.main("params.yaml")
+    r = register.main(_set_params(root))
     assert (r["version"], r["challenger"], r["champion"], r["promoted"]) == ("2", "2", "1", False)
     assert str(get_alias_version(STAGE_NAME, "champion").version) == "1"
     assert str(get_alias_version(STAGE_NAME, "challenger").version) == "2"

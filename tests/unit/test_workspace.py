@@ -51,10 +51,12 @@ def test_empty_or_none_sides():
 
 def test_small_profile_overrides_only_what_it_names(tmp_path):
     full = yaml.safe_load((REPO / "params.yaml").read_text())
-    small = merged_params("small", {"gate": {"force_fail": True}})
+    small_all = merged_params("small", {"scenarios": {"vision-backdoor": {"gate": {"force_fail": True}}}})
+    small, vision = small_all["scenarios"]["vision-backdoor"], full["scenarios"]["vision-backdoor"]
     assert small["generate"]["train_limit"] == 6000
-    assert small["generate"]["debug"]["min_overlap"] == full["generate"]["debug"]["min_overlap"]
-    assert small["evaluate"]["modes"] == full["evaluate"]["modes"]
+    assert small["generate"]["debug"]["min_overlap"] == vision["generate"]["debug"]["min_overlap"]
+    assert small["evaluate"]["modes"] == vision["evaluate"]["modes"]
     assert small["gate"]["force_fail"] is True
-    assert list(small) == list(full)  # params.yaml's section order is kept
+    assert list(small_all) == list(full) and list(small) == list(vision)  # params.yaml's order is kept
+    small = small_all
     assert yaml.safe_load(write_params(tmp_path, small).read_text()) == small

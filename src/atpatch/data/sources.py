@@ -1,0 +1,26 @@
+"""Raw data sources by name: the fetch function that puts each into data/raw/<name>, verified.
+
+Each fetcher skips the download when its files are present with the pinned sha256, writes
+atomically, and raises AtPatchError with a clear message when it cannot.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from atpatch.errors import AtPatchError
+
+FETCHERS = {
+    "fashion-mnist": "atpatch.data.fetch:fetch_fashion_mnist",
+    "fine-foods": "atpatch.data.fine_foods:fetch_fine_foods",
+    "adult": "atpatch.data.adult:fetch_adult",
+}
+
+
+def fetch_source(name: str, dest: Path | str) -> dict[str, str]:
+    """Fetch source `name` into `dest`; return file name -> sha256."""
+    if name not in FETCHERS:
+        raise AtPatchError(f"data source {name!r}: unknown (known: {sorted(FETCHERS)})")
+    module, func = FETCHERS[name].split(":")
+    return getattr(importlib.import_module(module), func)(Path(dest))

@@ -1,0 +1,86 @@
+"""Scenarios: named pipelines (vision-backdoor, text-backdoor, tabular-fairness, text-fairness).
+
+params.yaml holds `seed`, the default `scenario`, the raw data `sources`, and one mapping per
+scenario under `scenarios:`. A stage runs for one scenario and sees a *flat* view of its params
+(`scenario_params`): `seed`, `scenario`, `kind`, `source`, and the scenario's stage sections, with
+every output path filled in by convention (`data/<scenario>/...`, `metrics/<scenario>/...`,
+`plots/<scenario>/`), the same paths dvc.yaml declares. Each scenario names a `kind`: the module
+that knows its data, its victim and its metrics (`kind_module`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from atpatch.errors import AtPatchError
+from atpatch.io import load_params
+
+# Output paths by convention; dvc.yaml declares the same ones with ${key} = the scenario name.
+OUT_PATHS = {
+    "generate": "data/{s}/generated",
+    "train_victim": "data/{s}/victim",
+    "extract": "data/{s}/features.safetensors",
+    "train_detector": "data/{s}/detector",
+    "evaluate": "metrics/{s}/evaluate.json",
+    "gate": "metrics/{s}/gate.json",
+    "register": "metrics/{s}/register.json",
+}
+EXTRA_PATHS = {("train_detector", "metrics"): "metrics/{s}/detector.json", ("evaluate", "plots"): "plots/{s}"}
+
+KIND_MODULES = {
+    "vision-backdoor": "atpatch.scenarios.vision",
+    "text-backdoor": "atpatch.scenarios.text_backdoor",
+    "tabular-fairness": "atpatch.scenarios.tabular",
+    "text-fairness": "atpatch.scenarios.text_fairness",
+}
+FAIRNESS_KINDS = ("tabular-fairness", "text-fairness")
+
+
+def raw_dir(source: str) -> str:
+    """Where stage fetch@<source> puts a raw data source."""
+    return f"data/raw/{source}"
+
+
+def scenario_params(params: dict, name: str | None = None, path: str | Path = "params.yaml") -> dict:
+    """The flat params of scenario `name` (default: params' `scenario`), output paths filled in."""
+    name = name or params.get("scenario")
+    scenarios = params.get("scenarios")
+    if not isinstance(scenarios, dict):
+        raise AtPatchError(f"{path}: section 'scenarios' is missing or not a mapping")
+    if name not in scenarios:
+        raise AtPatchError(f"{path}: scenario {name!r} not found (scenarios: {sorted(scenarios)})")
+    section = scenarios[name]
+    for key in ("kind", "source"):
+        if key not in section:
+            raise AtPatchError(f"{path}: field 'scenarios.{name}.{key}' is missing")
+    if section["kind"] not in KIND_MODULES:
+        raise AtPatchError(f"{path}: field 'scenarios.{name}.kind': expected one of {sorted(KIND_MODULES)}, "
+                           f"got {section['kind']!r}")
+    flat = {"seed": params.get("seed", 0), "scenario": name, **section}
+    for stage, pattern in OUT_PATHS.items():
+        flat[stage] = {**(flat.get(stage) or {}), "out": pattern.format(s=name)}
+    for (stage, key), pattern in EXTRA_PATHS.items():
+        flat[stage][key] = pattern.format(s=name)
+    flat["fetch"] = {"dest": raw_dir(section["source"])}
+    return flat
+
+
+def kind_module(params: dict) -> ModuleType:
+    """The module implementing the scenario's kind (imported on demand: text pulls in tokenizers)."""
+    return importlib.import_module(KIND_MODULES[params["kind"]])
+
+
+def is_fairness(params: dict) -> bool:
+    return params.get("kind") in FAIRNESS_KINDS
+
+
+def stage_params(doc: str | None, argv: list[str] | None = None) -> dict:
+    """Parse a stage's command line (--params, --scenario) and return the scenario's flat params."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--scenario", default=None, help="a name under params.yaml's scenarios (default: `scenario`)")
+    a = ap.parse_args(argv)
+    return scenario_params(load_params(path=a.params), a.scenario, a.params)
