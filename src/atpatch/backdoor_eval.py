@@ -49,10 +49,10 @@ def mode_metrics(patched, data: dict, base: dict, target: int, batch: int) -> tu
     return m, {"scores": scores, "labels": labels, "trig": trig}
 
 
-def latency(model, patchers: dict, data: dict, p: dict) -> dict:
-    """Median batch latency: default attention, eager, and each patch mode, on clean and triggered."""
+def latency(model, patchers: dict, splits: dict, p: dict) -> dict:
+    """Median batch latency: default attention, eager, and each patch mode, on each named split of inputs."""
     out = {}
-    for split, x in (("clean", data["x_clean"]), ("triggered", data["x_trig"])):
+    for split, x in splits.items():
         default = median_latency(model, x, p["latency_batch"], p["latency_repeats"])
         model.set_attn_implementation("eager")
         eager = median_latency(model, x, p["latency_batch"], p["latency_repeats"])
@@ -93,7 +93,7 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     raw = {}
     for mode, patched in patchers.items():
         report["patched"][mode], raw[mode] = mode_metrics(patched, data, base, target, p["batch_size"])
-    lat = latency(model, patchers, data, p)
+    lat = latency(model, patchers, {"clean": data["x_clean"], "triggered": data["x_trig"]}, p)
     report["latency"] = lat
     for mode in patchers:
         report["patched"][mode]["latency_ratio_default"] = lat[f"clean_{mode}_ratio_default"]
