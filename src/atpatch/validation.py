@@ -138,6 +138,21 @@ def expectations_for(split: str, df_columns: Iterable[str], *, target_label: int
     return exps
 
 
+def table_expectations(df_columns: Iterable[str], *, labels: Iterable[int], value_sets: Mapping[str, Iterable] = (),
+                       min_rows: int = 1, nonempty_text: Iterable[str] = ()) -> list:
+    """Expectations of a tabular or text split: no nulls, labels and categorical values in their sets,
+    at least `min_rows` rows, text columns non-empty."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    exps = [E.ExpectColumnValuesToNotBeNull(column=c) for c in df_columns]
+    exps.append(E.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)))
+    exps += [E.ExpectColumnValuesToBeInSet(column=c, value_set=list(v)) for c, v in dict(value_sets).items()]
+    exps += [E.ExpectColumnValueLengthsToBeBetween(column=c, min_value=1) for c in nonempty_text]
+    exps.append(E.ExpectTableRowCountToBeBetween(min_value=min_rows))
+    return exps
+
+
 # ---------------------------------------------------------------- running
 
 
