@@ -9,23 +9,11 @@ from __future__ import annotations
 
 import json
 
-import torch
 
-from atpatch.evaluation import Inputs, batches
-from atpatch.features import KINDS, TokenLayout, record
 from atpatch.io import write_bytes_atomic
 from atpatch.models.loading import load_classifier
+from atpatch.patching import extract_features
 from atpatch.scenarios import kind_module, stage_params
-
-
-def extract(model, inputs: Inputs, layout: TokenLayout, batch: int, kinds=KINDS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column features [N, K, L, F] and candidate mask [N, K] of every layer, batch by batch."""
-    feats, cands = [], []
-    for _, chunk in batches(inputs, batch, "extract"):
-        rec = record(model, chunk, layout, kinds=kinds)
-        feats.append(rec.stacked())
-        cands.append(rec.candidate)
-    return torch.cat(feats), torch.cat(cands)
 
 
 def main(params: dict) -> None:
@@ -35,7 +23,7 @@ def main(params: dict) -> None:
     model = load_classifier(params["train_victim"]["out"])
     debug = kind.debug_set(params, model)
     layout = kind.layout(model)
-    features, candidate = extract(model, debug["inputs"], layout, p["batch_size"], tuple(p["kinds"]))
+    features, candidate = extract_features(model, debug["inputs"], layout, p["batch_size"], tuple(p["kinds"]))
     tensors = {"features": features.contiguous(), "candidate": candidate,
                **{k: debug[k] for k in ("token_labels", "triggered", "calib")}}
     # What the detector stage needs to know about the victim, without loading it again.

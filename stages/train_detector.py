@@ -10,45 +10,14 @@ from __future__ import annotations
 import json
 
 import mlflow
-import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from atpatch.detector import Detector, DetectorConfig
-from atpatch.features import TokenLayout, select_kind
+from atpatch.features import TokenLayout
 from atpatch.io import atomic_dir, write_json_atomic
-from atpatch.metrics import detection_metrics, input_flag_rate
-from atpatch.patch import benign_attention
+from atpatch.patching import fit_detector
 from atpatch.scenarios import stage_params
 from atpatch.tracking import stage_run
-
-
-def fit_detector(data: dict, p: dict, model_type: str, heads: int, layout: TokenLayout, seed: int) -> tuple[Detector, dict]:
-    """Fit, estimate u and calibrate; return the detector and its training-side metrics."""
-    feats, cand, labels = data["features"], data["candidate"], data["token_labels"].long()
-    fit = ~data["calib"]
-    n_layers = feats.shape[2]
-    layers = list(range(n_layers)) if p["layers"] is None else list(p["layers"])
-    config = DetectorConfig(layers=layers, heads=heads, kinds=list(p["kinds"]), model_type=model_type,
-                            layout=layout.to_dict(), seed=seed, **p["network"])
-    det = Detector(config)
-    x = feats[:, :, layers]  # [N, K, L', F]
-    mask = cand & fit[:, None]
-    losses = det.fit(x[mask], labels[mask])
-    clean_fit = fit & ~data["triggered"]
-    mass = select_kind(feats[clean_fit], heads, tuple(p["kinds"]), "mean")  # [N, K, L, H]
-    det.benign = benign_attention(mass, cand[clean_fit], labels[clean_fit])
-    calib = data["calib"]
-    det.calibrate(x[calib], cand[calib], fpr=p["calibration_fpr"], min_threshold=p["min_threshold"])
-    scores = det.score(x[fit])
-    metrics = {**losses, "threshold": det.config.threshold,
-               "calib_input_flag_rate": det.config.calibration["flagged_rate"],
-               **{f"fit_{k}": v for k, v in detection_metrics(
-                   scores[cand[fit]].numpy(), labels[fit][cand[fit]].numpy(),
-                   (scores > det.config.threshold)[cand[fit]].numpy()).items()},
-               "fit_input_flag_rate_triggered": input_flag_rate(
-                   ((scores > det.config.threshold) & cand[fit])[data["triggered"][fit]].numpy())}
-    return det, metrics
 
 
 def main(params: dict) -> None:
@@ -59,7 +28,7 @@ def main(params: dict) -> None:
         meta = fh.metadata()
     layout = TokenLayout.from_dict(json.loads(meta["layout"]))
     with stage_run("train_detector", params["scenario"], p, seed):
-        det, metrics = fit_detector(data, p, meta["model_type"], int(meta["heads"]), layout, seed)
+        det, metrics = fit_detector(data, p, meta["model_type"], int(meta["heads"]), seed, layout)
         mlflow.log_metrics(metrics)
         with atomic_dir(p["out"]) as tmp:
             det.save(tmp)

@@ -22,6 +22,13 @@ from atpatch.patch import redistribute
 from atpatch.patched import PatchedClassifier
 
 
+def shipped_patchers(params: dict, model, det) -> dict:
+    """One PatchedClassifier per evaluated mode, configured as register ships it (benign value, layers)."""
+    r = params.get("register") or {}
+    return {m: PatchedClassifier(model, det, mode=m, patch_layers=r.get("patch_layers"),
+                                 benign_value=r.get("benign_value") or "unified") for m in params["evaluate"]["modes"]}
+
+
 def candidates(inputs: dict, k: int, layout) -> np.ndarray:
     """The positions the detector may flag, [N, K] bool (CLS, SEP, PAD never)."""
     n = len(next(iter(inputs.values())))
@@ -83,7 +90,7 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     """The evaluate.json report and the raw predictions per mode (for figures)."""
     p, target = params["evaluate"], params["generate"]["target_label"]
     base = baseline(model, data, p, target)
-    patchers = {m: PatchedClassifier(model, det, mode=m) for m in p["modes"]}
+    patchers = shipped_patchers(params, model, det)
     report = {"scenario": params["scenario"], "kind": params["kind"], "default_mode": p["default_mode"],
               "definitions": DEFINITIONS, "unpatched": {k: v for k, v in base.items() if k != "eager_logits"},
               "patched": {}}

@@ -7,7 +7,7 @@ the protected tokens that cause flips, clean-input flag rate, latency.
 Test data come from the scenario's `test_sets(params)`: `x` model inputs, `y` labels, `primary`
 the attribute the gate judges, `attributes[name]` = {"sensitive": group per input, "x_cf": list of
 counterfactual input dicts (only that attribute swapped), "fault_mask": [N, K] bool positions of
-the attribute's tokens}, `show` token strings for figures.
+the attribute's tokens}, `show(indices)` the token strings of those inputs, for figures.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import numpy as np
 import torch
 
 from atpatch import plots
-from atpatch.backdoor_eval import attention_figure, latency, roc_files
+from atpatch.backdoor_eval import attention_figure, latency, roc_files, shipped_patchers
 from atpatch.evaluation import predict_patched, predict_plain, rows
 from atpatch.fairness import counterfactual_flip_rate, group_metrics
 from atpatch.metrics import DEFINITIONS, detection_metrics, input_flag_rate
-from atpatch.patched import PatchedClassifier
 
 FAIRNESS_DEFINITIONS = {
     "CA": DEFINITIONS.get("CA", "accuracy on the clean test set"),
@@ -86,7 +85,7 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     flipped = base[primary]["flipped"]
     faults = data["attributes"][primary]["fault_mask"] & flipped[:, None]
     raw = {}
-    patchers = {m: PatchedClassifier(model, det, mode=m) for m in p["modes"]}
+    patchers = shipped_patchers(params, model, det)
     for mode, patched in patchers.items():
         runs = {}
 
@@ -129,7 +128,7 @@ def figures(out_dir: Path, model, det, data: dict, report: dict, raw: dict, defa
     pick = (faulty + clean) or [0]
     inputs = {k: v[pick] for k, v in data["x"].items()}
     flags = torch.as_tensor(r["test"].flagged[pick])
-    show = [data["show"][i] for i in pick]
+    show = data["show"](pick)
     titles = ["counterfactual flips" if i in faulty else "no flip" for i in pick]
     attention_figure(out_dir / "attention_maps.png", model, det, inputs, flags, show, titles)
     return [out_dir / "before_after.png", *files, out_dir / "attention_maps.png"]

@@ -31,7 +31,8 @@ PYFUNC_FILE = Path(__file__).parent / "serving" / "pyfunc_model.py"
 PACKAGE_DIR = Path(__file__).parent
 MODEL_NAME_IN_RUN = "patch"
 METRIC_TAG = "metric."
-PATCH_FIELDS = ("mode", "patch_layers", "benign_value", "input")
+PATCH_FIELDS = ("mode", "patch_layers", "benign_value", "input", "max_batch", "enabled")
+MAX_BATCH = 1024  # rows per serving request (patch.json's max_batch default)
 REQUIREMENTS = ("torch", "transformers", "safetensors", "numpy", "pandas", "mlflow")
 
 
@@ -46,12 +47,22 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-def model_signature():
-    """Input: column `image` (array of long, 784 per row). Output: label, probabilities, flagged."""
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, Schema
+INPUT_KINDS = ("image", "text", "tabular")  # what serving/pyfunc_model.py decodes
 
-    inputs = Schema([ColSpec(Array("long"), "image")])
+
+def model_signature(columns=("image",)):
+    """Input: the example's columns (`image`; `text`; one per feature), any type. Output: label,
+    probabilities, flagged.
+
+    The input columns are typed `Any` on purpose: MLflow's schema enforcement would otherwise answer bad
+    pixels with its own conversion messages ("Can not safely convert float64 to int64"), while the
+    pyfunc's `validate_frame` names the problem (NaN at pixel 5, 783 values instead of 784, ...) and
+    also accepts 28x28 nested lists. MLflow still requires the column to be present.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, Array, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), str(c)) for c in columns])
     outputs = Schema([ColSpec("long", "label"), ColSpec(Array("double"), "probabilities"),
                       ColSpec(Array("long"), "flagged")])
     return ModelSignature(inputs=inputs, outputs=outputs)
@@ -61,7 +72,8 @@ def check_patch_config(config: dict) -> dict:
     """patch.json contents with defaults filled in; AtPatchError naming the field otherwise."""
     from .patched import BENIGN_VALUES, MODES
 
-    config = {"patch_layers": None, "benign_value": "unified", "input": "image", **config}
+    config = {"patch_layers": None, "benign_value": "unified", "input": "image", "max_batch": MAX_BATCH,
+              "enabled": True, **config}
     unknown = set(config) - set(PATCH_FIELDS)
     if unknown:
         raise AtPatchError(f"patch config: unknown fields {sorted(unknown)} (expected {list(PATCH_FIELDS)})")
@@ -70,8 +82,13 @@ def check_patch_config(config: dict) -> dict:
     if config["benign_value"] not in BENIGN_VALUES:
         raise AtPatchError(f"patch config field 'benign_value': expected one of {BENIGN_VALUES}, "
                            f"got {config['benign_value']!r}")
-    if config["input"] != "image":
-        raise AtPatchError(f"patch config field 'input': expected 'image', got {config['input']!r}")
+    if config["input"] not in INPUT_KINDS:
+        raise AtPatchError(f"patch config field 'input': expected one of {INPUT_KINDS}, got {config['input']!r}")
+    if not (isinstance(config["max_batch"], int) and not isinstance(config["max_batch"], bool)
+            and config["max_batch"] >= 1):
+        raise AtPatchError(f"patch config field 'max_batch': expected a positive integer, got {config['max_batch']!r}")
+    if not isinstance(config["enabled"], bool):
+        raise AtPatchError(f"patch config field 'enabled': expected true or false, got {config['enabled']!r}")
     layers = config["patch_layers"]
     if layers is not None and not (isinstance(layers, list) and all(isinstance(v, int) for v in layers)):
         raise AtPatchError(f"patch config field 'patch_layers': expected null or a list of ints, got {layers!r}")
@@ -99,7 +116,8 @@ def log_patch(victim_dir: str | Path, detector_dir: str | Path, patch_config: di
     """Log the patch as a pyfunc model (in the active run, or a new one) and register it.
 
     victim_dir: save_pretrained directory; detector_dir: `Detector.save` directory; patch_config:
-    {"mode", "patch_layers", "benign_value", "input"}; input_example: DataFrame with column
+    {"mode", "patch_layers", "benign_value", "input", "max_batch" (rows per request, default 1024),
+    "enabled" (default true; false serves the victim unpatched)}; input_example: DataFrame with column
     `image`; metrics: flat {name: number} attached to the version as tags `metric.<name>` and
     logged on the run. Returns the new mlflow ModelVersion.
     """
@@ -128,7 +146,7 @@ def log_patch(victim_dir: str | Path, detector_dir: str | Path, patch_config: di
                 mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME_IN_RUN, python_model=str(PYFUNC_FILE), artifacts=artifacts,
-                code_paths=[str(code)], signature=model_signature(), input_example=input_example,
+                code_paths=[str(code)], signature=model_signature(list(input_example.columns)), input_example=input_example,
                 pip_requirements=pip_requirements(), registered_model_name=model_name,
             )
         finally:

@@ -16,6 +16,8 @@ def load_classifier(directory: str | Path, attn_implementation: str = "eager"):
     """
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
+    from . import tabular  # noqa: F401  registers the feature-token model type with the Auto classes
+
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise AtPatchError(f"{directory}: no config.json; expected a save_pretrained model directory")

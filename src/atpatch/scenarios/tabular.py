@@ -1,0 +1,154 @@
+"""The tabular-fairness scenario: Adult census income, a feature-token transformer trained here.
+
+The victim sees one token per column (plus CLS), so a protected attribute (`sex`, or `race`) is
+one key column of every attention map. The training split can be skewed (`generate.skew`) so the
+victim learns to decide by the attribute. Debugging labels come from counterfactual testing: an
+input's protected token is a fault when changing only that attribute changes the prediction.
+Kind interface: see atpatch.scenarios.vision.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from atpatch.data import adult
+from atpatch.errors import AtPatchError
+from atpatch.fairness import counterfactuals_all_values, fault_token_labels
+from atpatch.io import atomic_dir, write_json_atomic
+from atpatch.models.tabular import build_feature_token_model, column_positions, encode_frame, token_layout
+from atpatch.training import predict_labels, train_classifier
+from atpatch.validation import table_expectations, validate_split
+
+INPUT_KIND = "tabular"
+SPLITS = ("train", "test", "debug")
+STREAM_SKEW, STREAM_CALIB = 1, 2
+
+
+def layout(model=None):
+    """Token layout: CLS (position 0) is never a candidate; every column token is."""
+    return token_layout()
+
+
+def _validate(name: str, frame: pd.DataFrame, protected: list[str]) -> None:
+    """Great Expectations: no nulls, binary label, protected values among the known ones."""
+    sets = {a: sorted(frame[a].unique()) if name == "train" else _KNOWN.get(a, sorted(frame[a].unique()))
+            for a in protected}
+    validate_split(name, frame, table_expectations(frame.columns, labels=[0, 1], value_sets=sets, min_rows=10))
+
+
+# Values Adult's protected columns can take; a split holding anything else is malformed.
+_KNOWN = {"sex": ["Female", "Male"],
+          "race": ["Amer-Indian-Eskimo", "Asian-Pac-Islander", "Black", "Other", "White"]}
+
+
+def generate(params: dict, root: str | Path = ".") -> dict:
+    """Load Adult, split (seeded, stratified), skew the training split, validate, write parquet files."""
+    t0 = time.perf_counter()
+    root, g, seed = Path(root), params["generate"], int(params["seed"])
+    protected = list(g["protected"])
+    frame = adult.load_adult(root / params["fetch"]["dest"] / adult.ADULT_FILE, protected=tuple(protected))
+    if g.get("limit"):
+        frame = frame.sample(n=min(g["limit"], len(frame)), random_state=seed).reset_index(drop=True)
+    splits = adult.split_adult(frame, g["test_size"], g["debug_size"], seed)
+    skew = g.get("skew")
+    if skew:
+        splits["train"] = adult.skew_group_label(splits["train"], skew["attribute"], skew["group"], skew["label"],
+                                                 skew["keep"], seed=seed + STREAM_SKEW)
+    for name, split in splits.items():
+        _validate(name, split, protected)
+    summary = {"seed": seed, "rows": {k: len(v) for k, v in splits.items()}, "protected": protected, "skew": skew,
+               "positive_rate_by_group": {a: splits["train"].groupby(a)["label"].mean().round(4).to_dict()
+                                          for a in protected}}
+    out = root / g["out"]
+    with atomic_dir(out) as tmp:
+        for name, split in splits.items():
+            split.to_parquet(tmp / f"{name}.parquet", index=False)
+        write_json_atomic(tmp / "summary.json", summary)
+    print(f"generate: {summary['rows']} -> {out} in {time.perf_counter() - t0:.1f} s; "
+          f"train P(label=1) by group {summary['positive_rate_by_group']}")
+    return summary
+
+
+def _frame(params: dict, name: str) -> pd.DataFrame:
+    path = Path(params["generate"]["out"]) / f"{name}.parquet"
+    if not path.is_file():
+        raise AtPatchError(f"{path}: split {name!r} not found; run stage generate first")
+    return pd.read_parquet(io.BytesIO(path.read_bytes()))
+
+
+def train_victim(params: dict, log) -> torch.nn.Module:
+    """The feature-token transformer (encoding fitted on the training split), trained on it."""
+    p, seed = params["train_victim"], params["seed"]
+    train = _frame(params, "train")
+    model = build_feature_token_model(train, seed=seed, **p["architecture"])
+    model.set_attn_implementation("eager")
+    train_classifier(model, encode_frame(train, model.config), torch.as_tensor(train["label"].to_numpy()), p, seed, log)
+    return model
+
+
+def _values(model, attribute: str) -> list[str]:
+    """The values of `attribute` the victim knows (its training vocabulary, without <unk>)."""
+    return [v for v in model.config.vocab[attribute] if v != "<unk>"]
+
+
+def counterfactual_inputs(model, frame: pd.DataFrame, attribute: str) -> list[dict]:
+    """Model inputs of every counterfactual of `frame` in which only `attribute` takes another value."""
+    return [encode_frame(cf, model.config) for cf in counterfactuals_all_values(frame, attribute, _values(model, attribute))]
+
+
+def fault_labels(model, frame: pd.DataFrame, attributes: list[str]) -> np.ndarray:
+    """[N, K] int8: a protected token is 1 where changing only that attribute changes the prediction."""
+    x = encode_frame(frame, model.config)
+    pred = predict_labels(model, x)
+    pos, n_tokens = column_positions(model.config), 1 + x["cat_ids"].shape[1] + x["num_values"].shape[1]
+    labels = np.zeros((len(frame), n_tokens), np.int8)
+    for a in attributes:
+        cf = np.stack([predict_labels(model, x_cf) for x_cf in counterfactual_inputs(model, frame, a)])
+        labels |= fault_token_labels(pred, cf, pos[a], n_tokens)
+    return labels
+
+
+def debug_set(params: dict, model) -> dict:
+    """The debugging split with counterfactual fault labels; a share of the fault-free rows is the
+    held-out calibration part (`generate.calib_share`)."""
+    frame = _frame(params, "debug")
+    labels = torch.from_numpy(fault_labels(model, frame, list(params["generate"]["protected"])))
+    faulty = labels.bool().any(1)
+    rng = np.random.default_rng(np.random.SeedSequence([params["seed"], STREAM_CALIB]))
+    calib = torch.from_numpy(rng.random(len(frame)) < params["generate"]["calib_share"]) & ~faulty
+    return {"inputs": encode_frame(frame, model.config), "token_labels": labels, "triggered": faulty, "calib": calib}
+
+
+def token_strings(model, frame: pd.DataFrame) -> list[list[str]]:
+    """"column=value" per token (CLS first), for figures."""
+    cols = [*model.config.categorical, *model.config.numeric]
+    return [["[CLS]"] + [f"{c}={row[c]}" for c in cols] for _, row in frame.iterrows()]
+
+
+def test_sets(params: dict, model=None) -> dict:
+    """Test inputs, labels and, per protected attribute, groups, counterfactual inputs and token masks."""
+    from atpatch.models.loading import load_classifier
+
+    model = model or load_classifier(params["train_victim"]["out"])
+    frame = _frame(params, "test")
+    x = encode_frame(frame, model.config)
+    n_tokens = 1 + x["cat_ids"].shape[1] + x["num_values"].shape[1]
+    attributes = {}
+    for a in params["generate"]["protected"]:
+        mask = np.zeros((len(frame), n_tokens), bool)
+        mask[:, column_positions(model.config)[a]] = True
+        attributes[a] = {"sensitive": frame[a].to_numpy(), "x_cf": counterfactual_inputs(model, frame, a),
+                         "fault_mask": mask}
+    return {"x": x, "y": frame["label"].to_numpy(), "primary": params["generate"]["protected"][0],
+            "attributes": attributes, "show": lambda idx: token_strings(model, frame.iloc[list(idx)])}
+
+
+def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
+    """`rows` test rows as the pyfunc input: one column per victim feature (in its token order), raw values."""
+    return _frame(params, "test").head(rows)[[*adult.FEATURE_CATEGORICAL, *adult.FEATURE_NUMERIC]]

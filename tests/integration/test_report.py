@@ -1,0 +1,118 @@
+"""The HTML report on the committed vision-backdoor metrics and plots, rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = "vision-backdoor"
+
+
+@pytest.fixture()
+def root(tmp_path):
+    """A project root holding copies of the committed metrics/<scenario>/ and plots/<scenario>/."""
+    for part in ("metrics", "plots"):
+        shutil.copytree(REPO / part / SCENARIO, tmp_path / part / SCENARIO)
+    return tmp_path
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_report_holds_metrics_definitions_gate_registry_and_inline_figures(root):
+    from atpatch.report import build_report
+
+    evaluate = json.loads((root / "metrics" / SCENARIO / "evaluate.json").read_text())
+    path = build_report(SCENARIO, root)
+    assert path == root / "reports" / f"{SCENARIO}.html"
+    text = path.read_text(encoding="utf-8")
+    for name in ("CA", "ASR", "ASR_floor", "DER", "column_auroc", "oracle_ASR"):
+        assert f"<td>{name}</td>" in text, name
+    for value in (evaluate["unpatched"]["CA"], evaluate["unpatched"]["ASR"], evaluate["patched"]["two-pass"]["ASR"]):
+        assert f"{value:.4f}" in text
+    for definition in evaluate["definitions"].values():  # each stated next to its number
+        assert definition.replace("'", "&#x27;") in text
+    assert "Gate: FAILED" in text and "asr_over_floor = 0.8949, expected &lt;= 0.0050" in text
+    assert "atpatch-vision-backdoor" in text
+    # Self-contained: the three figures inlined, nothing fetched from elsewhere.
+    assert text.count('src="data:image/png;base64,') == 3
+    assert "http://" not in text and "https://" not in text and "file:" not in text
+
+
+def test_report_renders_unknown_and_nested_metric_keys(root):
+    """A fairness-style evaluate.json: unknown keys, per-attribute nesting, no gate yet, a missing plot."""
+    from atpatch.report import build_report
+
+    for name in ("gate.json", "register.json"):
+        (root / "metrics" / SCENARIO / name).unlink()
+    (root / "plots" / SCENARIO / "roc.png").unlink()
+    report = {"scenario": SCENARIO, "default_mode": "two-pass",
+              "definitions": {"flip_rate": "share of inputs whose prediction changes when only the attribute is swapped"},
+              "unpatched": {"accuracy": 0.85, "sex": {"flip_rate": 0.12, "dp_difference": 0.2}},
+              "patched": {"two-pass": {"accuracy": 0.84, "sex": {"flip_rate": 0.01, "dp_difference": 0.05},
+                                       "brand_new_metric": "n/a"}}}
+    (root / "metrics" / SCENARIO / "evaluate.json").write_text(json.dumps(report))
+    text = build_report(SCENARIO, root).read_text()
+    assert "<td>sex.flip_rate</td>" in text and "0.1200" in text and "0.0100" in text
+    assert "share of inputs whose prediction changes" in text and "brand_new_metric" in text
+    assert "NO GATE DECISION" in text and "Not registered yet" in text and "roc.png not found" in text
+
+
+def test_report_errors_name_the_missing_file(tmp_path):
+    from atpatch.errors import AtPatchError
+    from atpatch.report import build_report
+
+    with pytest.raises(AtPatchError, match=r"metrics/nope/evaluate.json: not found; run the pipeline first"):
+        build_report("nope", tmp_path)
+    with pytest.raises(AtPatchError, match="scenario: expected a name"):
+        build_report("../etc", tmp_path)
+
+
+def test_log_report_as_mlflow_artifact(root, monkeypatch):
+    import mlflow
+
+    from atpatch.report import build_report, log_report
+
+    monkeypatch.setenv("ATPATCH_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    run_id = log_report(build_report(SCENARIO, root), SCENARIO)
+    files = [f.path for f in mlflow.MlflowClient().list_artifacts(run_id, "reports")]
+    assert files == [f"reports/{SCENARIO}.html"]
+
+
+def test_report_renders_in_headless_chromium(root):
+    """Look at it as a user would: a screenshot that is not blank, of a page showing the gate and metrics."""
+    from PIL import Image
+
+    from atpatch.report import build_report
+
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium binary on PATH (install with scripts/install_chromium.sh)")
+    path = build_report(SCENARIO, root)
+    shot = root / "shot.png"
+    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          "--window-size=1200,2400", f"--screenshot={shot}", path.as_uri()],
+                         capture_output=True, text=True, timeout=120, cwd=root)
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(float)
+    assert pixels.shape[:2] == (2400, 1200)
+    ink = (pixels.min(-1) < 200).mean()  # share of non-background pixels
+    assert pixels.std() > 10 and 0.02 < ink < 0.9, (pixels.std(), ink)
+    # The FAILED badge's red is on the page (the gate decision is visible, not only in the source).
+    red = (pixels[..., 0] > 170) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
+    assert red.sum() > 500
+    # The DOM chromium built from the file holds the decision and the numbers.
+    dumped = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
+                            capture_output=True, text=True, timeout=120, cwd=root)
+    assert dumped.returncode == 0 and "Gate: FAILED" in dumped.stdout and "0.8761" in dumped.stdout
