@@ -1,0 +1,118 @@
+"""Every scenario besides vision-backdoor end to end on the small profile, through the Prefect flow
+(one `dvc repro --single-item <stage>@<scenario>` task per stage), into its own registered model.
+
+vision-backdoor has its own, more thorough file (test_pipeline_small.py). Here each scenario gets a
+fresh workspace; the checks: all stages ran, the report carries the scenario's metrics with their
+definitions, the gate judged the scenario's own checks, the registry holds `atpatch-<scenario>`
+with alias `challenger`, and the registered pyfunc answers its input example like the in-process
+patched model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = ["fetch", "generate", "train_victim", "extract", "train_detector", "evaluate", "gate", "register"]
+# What each scenario's report and gate must hold (beyond CA and the detection metrics).
+EXPECTED = {
+    "tabular-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
+                         "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
+}
+
+
+def env_for(ws: Path) -> dict[str, str]:
+    """scripts/env.sh's values for workspace `ws`, plus the repo's venv on PATH."""
+    preset = {"ATPATCH_ROOT": str(ws), "DVC_SITE_CACHE_DIR": str(ws / ".dvc" / "site_cache"),
+              "PREFECT_HOME": str(ws / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlflow.db'}",
+              "HF_HOME": str(REPO / ".cache" / "hf"), "TQDM_DISABLE": "1"}
+    out = subprocess.run(["bash", "-c", ". scripts/env.sh && env -0"], cwd=REPO, env={**os.environ, **preset},
+                         capture_output=True, text=True, check=True).stdout
+    env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(home))
+        sys.path.insert(0, str(REPO / "flows"))
+        with prefect_test_harness(server_startup_timeout=90):
+            yield
+        sys.path.remove(str(REPO / "flows"))
+
+
+@pytest.mark.parametrize("scenario", sorted(EXPECTED))
+def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
+    import pipeline
+    from mlflow import MlflowClient
+
+    from atpatch.scenarios import kind_module, scenario_params
+    from atpatch.workspace import make_workspace
+
+    for key, value in env_for(tmp_path).items():
+        if key != "PREFECT_HOME":  # the harness's server stays in charge
+            monkeypatch.setenv(key, value)
+    ws = make_workspace(tmp_path, "small")
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    source = params["scenarios"][scenario]["source"]
+    t0 = time.perf_counter()
+    with pipeline.no_heartbeats():
+        results = pipeline.atpatch_pipeline(workdir=str(ws), scenario=scenario)
+    print(f"\n{scenario}: flow over all stages {time.perf_counter() - t0:.0f} s")
+    assert [r["stage"] for r in results] == [f"fetch@{source}"] + [f"{s}@{scenario}" for s in BASE[1:]]
+    assert all(r["ran"] for r in results[1:])  # fetch: the workspace committed the copied raw data
+
+    metrics = ws / "metrics" / scenario
+    report = json.loads((metrics / "evaluate.json").read_text())
+    for mode in report["patched"]:
+        for key in ["CA", "column_auroc", "input_flag_rate_clean", *EXPECTED[scenario]["metrics"]]:
+            assert key in report["patched"][mode], (mode, key)
+    assert {k for k in EXPECTED[scenario]["metrics"] if not k.endswith("_reduction")} <= set(report["definitions"])
+    print(scenario, json.dumps({k: v for k, v in report["patched"][report["default_mode"]].items()
+                                if not isinstance(v, dict)}, indent=None))
+    gate = json.loads((metrics / "gate.json").read_text())
+    assert {c["name"] for c in gate["checks"]} == EXPECTED[scenario]["checks"]
+
+    model_name = f"atpatch-{scenario}"
+    client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"], registry_uri=os.environ["MLFLOW_TRACKING_URI"])
+    assert str(client.get_model_version_by_alias(model_name, "challenger").version) == "1"
+    reg = json.loads((metrics / "register.json").read_text())
+    assert reg["model_name"] == model_name and reg["promoted"] == gate["passed"]
+
+    # The registered pyfunc answers like the in-process patched model.
+    import mlflow
+
+    from atpatch.detector import Detector
+    from atpatch.models.loading import load_classifier
+    from atpatch.patched import PatchedClassifier
+    from atpatch.serving.pyfunc_model import predict_frame
+
+    monkeypatch.chdir(ws)
+    flat = scenario_params(params, scenario)
+    kind = kind_module(flat)
+    example = kind.input_example(flat, rows=4)
+    served = mlflow.pyfunc.load_model(f"models:/{model_name}@challenger").predict(example)
+    local = PatchedClassifier(load_classifier(flat["train_victim"]["out"]), Detector.load(flat["train_detector"]["out"]),
+                              mode=gate["mode"])
+    if kind.INPUT_KIND == "text":
+        from atpatch.models.text import load_tokenizer
+
+        local.model.atpatch_tokenizer = load_tokenizer(flat["train_victim"]["out"])
+    expected = predict_frame(local, kind.INPUT_KIND, example)
+    assert served["label"].tolist() == expected["label"].tolist()
+    assert served["flagged"].tolist() == expected["flagged"].tolist()
