@@ -1,0 +1,164 @@
+"""Benchmark of the scenarios: each pipeline from scratch, default profile, per variant.
+
+Each (scenario, variant) runs `dvc repro register@<scenario>` in its own fresh workspace
+(atpatch.workspace), timed. Results: benchmarks/results/<scenario>.json (one file per scenario,
+every variant in it), benchmarks/RESULTS.md generated from all result files present, and an
+MLflow run in the repository's store.
+
+    .venv/bin/python benchmarks/scenarios.py                                  # every scenario, default profile
+    .venv/bin/python benchmarks/scenarios.py --scenarios tabular-fairness --profile small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from atpatch.io import write_bytes_atomic, write_json_atomic  # noqa: E402
+from atpatch.workspace import make_workspace  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+
+# A trigger anywhere is harder to learn than a fixed one: the random variant poisons 10%, not 5%
+# (at 5% and 9 epochs a first run reached only 19% ASR, CA 84.6%).
+VARIANTS = {
+    "vision-backdoor": {"corner": {"generate": {"trigger": {"position": "corner"}}},
+                        "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}}},
+    "tabular-fairness": {"sex": {}},
+    "text-backdoor": {"default": {}},
+    "text-fairness": {"default": {}},
+}
+
+
+def run_variant(scenario: str, name: str, profile: str, root: Path) -> dict:
+    """Fresh workspace, `dvc repro register@<scenario>` from scratch (timed), then its evaluate/gate JSON."""
+    overrides = {"scenarios": {scenario: VARIANTS[scenario][name]}}
+    ws = make_workspace(root / f"{scenario}-{name}", None if profile == "default" else profile, overrides)
+    start = time.perf_counter()
+    subprocess.run([str(REPO / ".venv/bin/dvc"), "repro", f"register@{scenario}"], cwd=ws, check=True)
+    seconds = time.perf_counter() - start
+    metrics = ws / "metrics" / scenario
+    return {"scenario": scenario, "variant": name, "profile": profile, "repro_seconds": seconds,
+            "evaluate": json.loads((metrics / "evaluate.json").read_text()),
+            "gate": json.loads((metrics / "gate.json").read_text())}
+
+
+def pct(v) -> str:
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def num(v, digits: int = 4) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def backdoor_table(results: list[dict]) -> str:
+    """Markdown table: one row per variant and method."""
+    head = ("| variant | method | CA % | ASR % | ASR floor % | ASR, known trigger patched % | DER | clean inputs flagged % "
+            "| triggered inputs flagged % | column AUROC | latency vs SDPA | latency vs eager | gate |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        e, u = r["evaluate"], r["evaluate"]["unpatched"]
+        lines.append(f"| {r['variant']} | unpatched | {pct(u['CA'])} | {pct(u['ASR'])} | {pct(u['ASR_floor'])} "
+                     f"| {pct(e['oracle_ASR'])} | | | | | 1.00 | | |")
+        for mode, m in e["patched"].items():
+            gate = ("pass" if r["gate"]["passed"] else "fail") if mode == e["default_mode"] else ""
+            lines.append(f"| {r['variant']} | AtPatch {mode} | {pct(m['CA'])} | {pct(m['ASR'])} | | | {num(m['DER'])} "
+                         f"| {pct(m['input_flag_rate_clean'])} | {pct(m['input_flag_rate_triggered'])} "
+                         f"| {num(m['column_auroc'])} | {num(m['latency_ratio_default'], 2)} "
+                         f"| {num(m['latency_ratio_eager'], 2)} | {gate} |")
+    return "\n".join(lines) + "\n"
+
+
+def fairness_table(results: list[dict]) -> str:
+    """Markdown table: one row per variant, method and protected attribute."""
+    head = ("| variant | method | attribute | accuracy % | flip rate % | DP diff | EO diff | reductions flip / DP / EO "
+            "| clean inputs flagged % | flipping inputs flagged % | column AUROC | latency vs SDPA | gate |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        e = r["evaluate"]
+        blocks = [("unpatched", e["unpatched"])] + [(f"AtPatch {k}", v) for k, v in e["patched"].items()]
+        for method, m in blocks:
+            for attr, a in m["by_attribute"].items():
+                patched = method != "unpatched"
+                primary = attr == e["primary_attribute"]
+                red = ""
+                if patched:
+                    base = e["unpatched"]["by_attribute"][attr]
+                    red = " / ".join(pct(None if not base[k] else (base[k] - a[k]) / base[k])
+                                     for k in ("flip_rate", "dp_diff", "eo_diff"))
+                gate = ("pass" if r["gate"]["passed"] else "fail") if patched and primary and \
+                    method == f"AtPatch {e['default_mode']}" else ""
+                lines.append(f"| {r['variant']} | {method} | {attr}{' (gated)' if primary else ''} | {pct(m['CA'])} "
+                             f"| {pct(a['flip_rate'])} | {num(a['dp_diff'])} | {num(a['eo_diff'])} | {red} "
+                             f"| {pct(m.get('input_flag_rate_clean')) if patched else ''} "
+                             f"| {pct(m.get('input_flag_rate_faulty')) if patched else ''} "
+                             f"| {num(m.get('column_auroc')) if patched else ''} "
+                             f"| {num(m.get('latency_ratio_default'), 2) if patched else '1.00'} | {gate} |")
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown() -> str:
+    """RESULTS.md from every benchmarks/results/<scenario>.json present."""
+    parts = ["# Scenario benchmarks\n",
+             "Generated by `benchmarks/scenarios.py` from `benchmarks/results/<scenario>.json` (the command that made "
+             "each is in its file). Definitions: DESIGN.md section 7 and the `definitions` field of each "
+             "evaluate.json. Latency: median per batch on clean inputs, patched / unpatched.\n"]
+    for scenario in VARIANTS:
+        path = RESULTS / f"{scenario}.json"
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        results = data["results"]
+        fairness = "flip_rate" in results[0]["evaluate"]["unpatched"]
+        parts.append(f"## {scenario} ({results[0]['profile']} profile)\n\nMade by `.venv/bin/python {data['command']}`.\n")
+        parts.append(fairness_table(results) if fairness else backdoor_table(results))
+        parts.append("\n".join(f"- {r['variant']}: `dvc repro` from scratch {r['repro_seconds'] / 60:.1f} min; gate "
+                                f"reasons: {r['gate']['reasons'] or 'none'}" for r in results) + "\n")
+    return "\n".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenarios", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=None, help="variant names (default: all of each scenario)")
+    ap.add_argument("--profile", default="default", help="default (params.yaml) or a profiles/<name>.yaml")
+    ap.add_argument("--workdir", default=str(REPO / ".work" / "bench"))
+    args = ap.parse_args()
+    command = " ".join(["benchmarks/scenarios.py", *sys.argv[1:]])
+    for scenario in args.scenarios:
+        names = [v for v in VARIANTS[scenario] if args.variants is None or v in args.variants]
+        results = [run_variant(scenario, v, args.profile, Path(args.workdir) / args.profile) for v in names]
+        out = RESULTS / f"{scenario}.json"
+        write_json_atomic(out, {"command": command, "results": results})
+        log_to_mlflow(scenario, results, out)
+    text = results_markdown()
+    write_bytes_atomic(REPO / "benchmarks" / "RESULTS.md", text.encode())
+    print(text)
+
+
+def log_to_mlflow(scenario: str, results: list[dict], path: Path) -> None:
+    import mlflow
+
+    from atpatch.tracking import configure
+
+    configure()
+    with mlflow.start_run(run_name=f"benchmark:{scenario}"):
+        for r in results:
+            e = r["evaluate"]
+            mlflow.log_metrics({f"{r['variant']}.repro_seconds": r["repro_seconds"],
+                                **{f"{r['variant']}.unpatched.{k}": v for k, v in e["unpatched"].items()
+                                   if isinstance(v, (int, float))},
+                                **{f"{r['variant']}.{mode}.{k}": v for mode, m in e["patched"].items()
+                                   for k, v in m.items() if isinstance(v, (int, float))}})
+        mlflow.log_artifact(str(path))
+
+
+if __name__ == "__main__":
+    main()
