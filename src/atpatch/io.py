@@ -35,7 +35,8 @@ def atomic_dir(final: Path | str) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_dead_temps(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual directory mode
     try:
         yield tmp
@@ -49,6 +50,28 @@ def atomic_dir(final: Path | str) -> Iterator[Path]:
     os.replace(tmp, final)
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temps(final: Path) -> list[Path]:
+    """Remove temp dirs of `final` left by writers that died (SIGKILL skips cleanup): their names
+    carry the writer's pid. Live writers' temp dirs are kept. Returns what was removed."""
+    removed = []
+    for cand in final.parent.glob(f".{final.name}.tmp-*-*"):
+        pid = cand.name[len(f".{final.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and cand.is_dir():
+            shutil.rmtree(cand, ignore_errors=True)
+            removed.append(cand)
+    return removed
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> None:

@@ -31,3 +31,22 @@ def test_load_params_missing_section_names_file_and_section(tmp_path):
         load_params("train", p)
     with pytest.raises(AtPatchError, match="not found"):
         load_params(path=tmp_path / "nope.yaml")
+
+
+def test_atomic_dir_removes_temps_of_dead_writers_only(tmp_path):
+    import os
+    import subprocess
+
+    from atpatch.io import atomic_dir
+
+    proc = subprocess.Popen(["true"])  # a writer that has exited (reaped)
+    proc.wait()
+    stale = tmp_path / f".out.tmp-{proc.pid}-abc"
+    stale.mkdir()
+    (stale / "half").write_text("x")
+    live = tmp_path / f".out.tmp-{os.getpid()}-zzz"  # this process: alive, kept
+    live.mkdir()
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "f").write_text("new")
+    assert not stale.exists() and live.is_dir()
+    assert (tmp_path / "out" / "f").read_text() == "new"
