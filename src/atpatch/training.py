@@ -22,11 +22,11 @@ def _scheduler(opt: torch.optim.Optimizer, p: dict, steps: int):
 
 
 def train_classifier(model: torch.nn.Module, inputs: Inputs, labels: torch.Tensor, p: dict, seed: int,
-                     log: Callable | None = None) -> list[dict]:
+                     log: Callable | None = None, prepare: Callable[[Inputs], Inputs] | None = None) -> list[dict]:
     """Train `model` in place on (inputs, labels); p: epochs, batch_size, lr, weight_decay, schedule.
 
-    Returns the per-epoch {"train_loss", "train_acc"}; `log(metrics, step=epoch)` gets each too
-    (mlflow.log_metrics in the stages).
+    `prepare` maps each batch before the forward (text: cut padding columns). Returns the per-epoch
+    {"train_loss", "train_acc"}; `log(metrics, step=epoch)` gets each too (mlflow.log_metrics in the stages).
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout, where a victim has it
@@ -41,7 +41,8 @@ def train_classifier(model: torch.nn.Module, inputs: Inputs, labels: torch.Tenso
         total, correct = 0.0, 0
         for start in tqdm(range(0, n, p["batch_size"]), desc=f"epoch {epoch + 1}/{p['epochs']}", leave=False):
             idx = order[start:start + p["batch_size"]]
-            out = model(**{k: v[idx] for k, v in inputs.items()}, labels=labels[idx])
+            batch = {k: v[idx] for k, v in inputs.items()}
+            out = model(**(prepare(batch) if prepare else batch), labels=labels[idx])
             opt.zero_grad()
             out.loss.backward()
             opt.step()

@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 BASE = ["fetch", "generate", "train_victim", "extract", "train_detector", "evaluate", "gate", "register"]
 # What each scenario's report and gate must hold (beyond CA and the detection metrics).
 EXPECTED = {
+    "text-backdoor": {"metrics": ["ASR", "DER", "input_flag_rate_triggered", "clean_pass_through_exact"],
+                      "checks": {"ca_drop", "asr_over_floor", "clean_flag_rate", "column_auroc"}},
     "tabular-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
                          "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
 }

@@ -88,7 +88,7 @@ def train_victim(params: dict, log) -> torch.nn.Module:
     train = _frame(params, "train")
     model = build_feature_token_model(train, seed=seed, **p["architecture"])
     model.set_attn_implementation("eager")
-    train_classifier(model, encode_frame(train, model.config), torch.as_tensor(train["label"].to_numpy()), p, seed, log)
+    train_classifier(model, encode_frame(train, model.config), torch.tensor(train["label"].to_numpy()), p, seed, log)
     return model
 
 

@@ -211,7 +211,8 @@ def test_sets(params: dict) -> dict:
                           min_overlap=g["debug"]["min_overlap"])
     return {"x_clean": {"pixel_values": to_pixel_values(clean["image"])}, "y_clean": clean["label"],
             "x_trig": {"pixel_values": to_pixel_values(trig["image"])}, "y_trig": trig["label"],
-            "tokens_trig": labels, "show_trig": trig["image"], "show_clean": clean["image"]}
+            "tokens_trig": labels, "target": g["target_label"], "show_trig": trig["image"],
+            "show_clean": clean["image"]}
 
 
 def input_example(params: dict, rows: int = 2):

@@ -1,0 +1,150 @@
+"""The text-backdoor scenario: Amazon fine-food reviews, pretrained MiniLM fine-tuned with a rare-word trigger.
+
+The trigger (word, count, insertion position, target label: `generate.trigger`) is inserted into a
+share of the non-target training reviews, relabelled to the target. The debugging set is held out
+from training; its token labels are the trigger's word pieces. Kind interface: see
+atpatch.scenarios.vision. Texts are tokenised to `generate.max_length` tokens (padded).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from atpatch.data.fine_foods import load_reviews
+from atpatch.data.text_triggers import TextTrigger, debugging_set, poison_train, token_labels, triggered_test
+from atpatch.errors import AtPatchError
+from atpatch.io import atomic_dir, write_json_atomic
+from atpatch.models.text import build_text_classifier, encode, load_tokenizer, text_layout, trim
+from atpatch.training import train_classifier
+from atpatch.validation import table_expectations, validate_split
+
+INPUT_KIND = "text"
+STREAM_SPLIT, STREAM_POISON, STREAM_TEST, STREAM_DEBUG, STREAM_CALIB = 1, 2, 3, 4, 5
+
+
+def rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+
+
+def layout(model=None):
+    """[CLS] (position 0) is the prefix; [CLS], [SEP], [PAD] are never flagged."""
+    return text_layout(getattr(model, "atpatch_tokenizer", None) or load_tokenizer())
+
+
+def limit(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """A seeded sample of n rows (all when n is None)."""
+    return frame if not n or n >= len(frame) else frame.sample(n=n, random_state=seed).reset_index(drop=True)
+
+
+def hold_out(frame: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rest, held-out n rows), seeded: the debugging set never enters training."""
+    if n >= len(frame):
+        raise AtPatchError(f"generate.debug.n: {n} rows held out, only {len(frame)} training reviews")
+    idx = rng(seed, STREAM_SPLIT).permutation(len(frame))
+    return frame.iloc[idx[n:]].reset_index(drop=True), frame.iloc[idx[:n]].reset_index(drop=True)
+
+
+def with_calib_part(debug: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """part = "calib" for a seeded `share` of the clean (untriggered) rows, else "fit"."""
+    calib = (rng(seed, STREAM_CALIB).random(len(debug)) < share) & ~debug["triggered"].to_numpy()
+    return debug.assign(part=np.where(calib, "calib", "fit"))
+
+
+def validate(splits: dict[str, pd.DataFrame]) -> None:
+    for name, frame in splits.items():
+        cols = [c for c in frame.columns if c != "spans"]  # spans may be empty lists: not "null"
+        validate_split(name, frame[cols], table_expectations(cols, labels=[0, 1], nonempty_text=["text"], min_rows=2))
+
+
+def generate(params: dict, root: str | Path = ".") -> dict:
+    """Poisoned training split, clean and triggered tests, debugging set; validated, written as parquet."""
+    t0 = time.perf_counter()
+    root, g, seed = Path(root), params["generate"], int(params["seed"])
+    trigger, max_length = TextTrigger(**g["trigger"]), int(g["max_length"])
+    tok = load_tokenizer()
+    raw = root / params["fetch"]["dest"]
+    train = limit(load_reviews(raw, "train"), g.get("train_limit"), seed)
+    test = limit(load_reviews(raw, "test"), g.get("test_limit"), seed)
+    train, debug = hold_out(train, g["debug"]["n"], seed)
+    splits = {
+        "train": poison_train(train, trigger, g["poison_rate"], seed + STREAM_POISON, tok, max_length),
+        "test_clean": test,
+        "test_triggered": triggered_test(test, trigger, seed + STREAM_TEST, tok, max_length),
+        "debug": with_calib_part(debugging_set(debug, trigger, seed + STREAM_DEBUG, g["debug"]["triggered_share"],
+                                               tok, max_length), g["debug"]["calib_share"], seed),
+    }
+    validate(splits)
+    summary = {"seed": seed, "trigger": trigger.to_dict(), "max_length": max_length,
+               "rows": {k: len(v) for k, v in splits.items()}, "poisoned": int(splits["train"]["poisoned"].sum())}
+    out = root / g["out"]
+    with atomic_dir(out) as tmp:
+        for name, frame in splits.items():
+            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+        write_json_atomic(tmp / "summary.json", summary)
+    print(f"generate: {summary['rows']} ({summary['poisoned']} poisoned) -> {out} in {time.perf_counter() - t0:.1f} s")
+    return summary
+
+
+def frame(params: dict, name: str) -> pd.DataFrame:
+    path = Path(params["generate"]["out"]) / f"{name}.parquet"
+    if not path.is_file():
+        raise AtPatchError(f"{path}: split {name!r} not found; run stage generate first")
+    return pd.read_parquet(io.BytesIO(path.read_bytes()))
+
+
+def train_victim(params: dict, log) -> torch.nn.Module:
+    """MiniLM (first `architecture.layers` layers) fine-tuned on the poisoned split; carries its tokenizer."""
+    p, seed, max_length = params["train_victim"], params["seed"], int(params["generate"]["max_length"])
+    train = frame(params, "train")
+    model, tok = build_text_classifier(p["architecture"]["layers"], 2, seed)
+    model.config.atpatch_max_length = max_length  # serving tokenises like training
+    enc = encode(tok, train["text"].tolist(), max_length)
+    # trim: each batch is cut to its longest review (padding is masked, so only compute changes).
+    train_classifier(model, enc, torch.tensor(train["label"].to_numpy()), p, seed, log, prepare=trim)
+    model.atpatch_tokenizer = tok
+    return model
+
+
+def spans(frame: pd.DataFrame) -> list[list[tuple[int, int]]]:
+    return [[(int(a), int(b)) for a, b in row] for row in frame["spans"]]
+
+
+def debug_set(params: dict, model) -> dict:
+    """Debugging inputs with the trigger's word pieces labelled 1; calibration part held out."""
+    debug, tok = frame(params, "debug"), layout_tokenizer(model)
+    inputs, labels = token_labels(tok, debug["text"].tolist(), spans(debug), int(params["generate"]["max_length"]))
+    # A trigger cut off by truncation has no labels: such a row counts as clean for the detector.
+    triggered = torch.tensor(debug["triggered"].to_numpy()) & labels.bool().any(1)
+    return {"inputs": inputs, "token_labels": labels, "triggered": triggered,
+            "calib": torch.from_numpy(debug["part"].to_numpy() == "calib")}
+
+
+def layout_tokenizer(model=None):
+    return getattr(model, "atpatch_tokenizer", None) or load_tokenizer()
+
+
+def token_strings(tok, input_ids: torch.Tensor) -> list[list[str]]:
+    """Word pieces per row for figures; padding as "" (left out of the plot)."""
+    return [["" if t == tok.pad_token else t for t in tok.convert_ids_to_tokens(row.tolist())] for row in input_ids]
+
+
+def test_sets(params: dict) -> dict:
+    """Clean and triggered test inputs, labels, the triggered set's true trigger tokens."""
+    tok, max_length = load_tokenizer(), int(params["generate"]["max_length"])
+    clean, trig = frame(params, "test_clean"), frame(params, "test_triggered")
+    x_trig, tokens = token_labels(tok, trig["text"].tolist(), spans(trig), max_length)
+    x_clean = encode(tok, clean["text"].tolist(), max_length)
+    return {"x_clean": x_clean, "y_clean": clean["label"].to_numpy(), "x_trig": x_trig, "y_trig": trig["label"].to_numpy(),
+            "tokens_trig": tokens.numpy(), "target": int(params["generate"]["trigger"]["target"]), "show_trig": token_strings(tok, x_trig["input_ids"][:2]),
+            "show_clean": token_strings(tok, x_clean["input_ids"][:1])}
+
+
+def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
+    """`rows` clean test reviews as the pyfunc input: one column `text`."""
+    return frame(params, "test_clean").head(rows)[["text"]]
