@@ -13,6 +13,7 @@ import mlflow
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from atpatch.errors import AtPatchError
 from atpatch.features import TokenLayout
 from atpatch.io import atomic_dir, write_json_atomic
 from atpatch.patching import fit_detector
@@ -27,6 +28,10 @@ def main(params: dict) -> None:
     with safe_open(path, "pt") as fh:
         meta = fh.metadata()
     layout = TokenLayout.from_dict(json.loads(meta["layout"]))
+    if not bool((data["token_labels"].bool() & data["candidate"].bool()).any()):
+        raise AtPatchError(f"{path}: no token of the debugging set is labelled a fault (for a fairness scenario: "
+                           "no debugging input's prediction changes under the counterfactual, so the victim "
+                           "shows no measurable unfairness there); nothing to train a detector on")
     with stage_run("train_detector", params["scenario"], p, seed):
         det, metrics = fit_detector(data, p, meta["model_type"], int(meta["heads"]), seed, layout)
         mlflow.log_metrics(metrics)

@@ -28,6 +28,8 @@ BASE = ["fetch", "generate", "train_victim", "extract", "train_detector", "evalu
 EXPECTED = {
     "text-backdoor": {"metrics": ["ASR", "DER", "input_flag_rate_triggered", "clean_pass_through_exact"],
                       "checks": {"ca_drop", "asr_over_floor", "clean_flag_rate", "column_auroc"}},
+    "text-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
+                      "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
     "tabular-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
                          "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
 }

@@ -13,7 +13,7 @@ from atpatch.errors import AtPatchError
 
 FETCHERS = {
     "fashion-mnist": "atpatch.data.fetch:fetch_fashion_mnist",
-    "fine-foods": "atpatch.data.fine_foods:fetch_fine_foods",
+    "fine-foods": "atpatch.data.sources:fetch_reviews_and_names",
     "adult": "atpatch.data.adult:fetch_adult",
 }
 
@@ -24,3 +24,12 @@ def fetch_source(name: str, dest: Path | str) -> dict[str, str]:
         raise AtPatchError(f"data source {name!r}: unknown (known: {sorted(FETCHERS)})")
     module, func = FETCHERS[name].split(":")
     return getattr(importlib.import_module(module), func)(Path(dest))
+
+
+def fetch_reviews_and_names(dest: Path | str) -> dict[str, str]:
+    """The fine-food reviews, and the first-name lists (npm) under names/: the text scenarios' source."""
+    from atpatch.data.fine_foods import fetch_fine_foods
+    from atpatch.data.gendered import fetch_names
+
+    dest = Path(dest)
+    return {**fetch_fine_foods(dest), **{f"names/{k}": v for k, v in fetch_names(dest / "names").items()}}

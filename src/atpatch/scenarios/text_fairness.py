@@ -1,0 +1,86 @@
+"""The text-fairness scenario: fine-food reviews with gendered words, MiniLM fine-tuned on a gender-skewed split.
+
+The training split is skewed so that a review's gendered words (he/she, his/her, man/woman, ...,
+first names from the npm name lists) correlate with its label (`generate.skew`, see
+atpatch.data.gendered.skewed_split). Debugging labels come from counterfactual word swaps on the
+victim: an input's gendered word pieces are faults when swapping them changes the prediction.
+Fairness is measured on the test reviews whose gendered words are all of one gender (groups female
+/ male). Kind interface: see atpatch.scenarios.vision.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from atpatch.data.fine_foods import load_reviews
+from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, skewed_split,
+                                   swap_gender, text_gender)
+from atpatch.io import atomic_dir, write_json_atomic
+from atpatch.models.text import encode, load_tokenizer
+from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, frame, hold_out, input_example, layout,  # noqa: F401
+                                             limit, rng, token_strings, train_victim, validate)
+
+NAMES_DIR = "names"  # inside the fine-foods source folder (stage fetch@fine-foods puts them there)
+GROUPS = ("female", "male")
+
+
+def lexicon(params: dict, root: str | Path = "."):
+    """Word pairs + first names (names the reviews use as ordinary words are left out)."""
+    corpus = frame(params, "train")["text"].tolist() if (Path(params["generate"]["out"]) / "train.parquet").is_file() \
+        else None
+    return build_lexicon(Path(root) / params["fetch"]["dest"] / NAMES_DIR, corpus=corpus)
+
+
+def generate(params: dict, root: str | Path = ".") -> dict:
+    """Gender-skewed training split, test reviews, held-out debugging reviews; validated, parquet."""
+    t0 = time.perf_counter()
+    root, g, seed = Path(root), params["generate"], int(params["seed"])
+    raw = root / params["fetch"]["dest"]
+    train = limit(load_reviews(raw, "train"), g.get("train_limit"), seed)
+    test = limit(load_reviews(raw, "test"), g.get("test_limit"), seed)
+    train, debug = hold_out(train, g["debug"]["n"], seed)
+    lex = build_lexicon(raw / NAMES_DIR, corpus=train["text"].tolist())
+    skewed = skewed_split(train, g["skew"], seed, g.get("mode", "relabel"), g.get("female_label", 0), lex)
+    splits = {"train": skewed, "test": test.assign(gender=[text_gender(t, lex) for t in test["text"]]),
+              "debug": debug.assign(gender=[text_gender(t, lex) for t in debug["text"]])}
+    validate(splits)
+    counts = {k: v["gender"].value_counts().to_dict() for k, v in splits.items()}
+    summary = {"seed": seed, "skew": g["skew"], "rows": {k: len(v) for k, v in splits.items()},
+               "changed_by_skew": int(skewed["changed"].sum()), "gender_counts": counts}
+    out = root / g["out"]
+    with atomic_dir(out) as tmp:
+        for name, split in splits.items():
+            split.to_parquet(tmp / f"{name}.parquet", index=False)
+        write_json_atomic(tmp / "summary.json", summary)
+    print(f"generate: {summary['rows']}, {summary['changed_by_skew']} training labels changed by the skew, "
+          f"genders {counts['test']} in test -> {out} in {time.perf_counter() - t0:.1f} s")
+    return summary
+
+
+def debug_set(params: dict, model) -> dict:
+    """Held-out reviews, gendered word pieces labelled 1 where the swap flips the victim's prediction."""
+    debug, tok = frame(params, "debug"), load_tokenizer()
+    cf = counterfactual_labels(model, tok, debug["text"].tolist(), int(params["generate"]["max_length"]),
+                               lexicon(params))
+    faulty = cf["token_labels"].bool().any(1)
+    calib = torch.from_numpy(rng(params["seed"], STREAM_CALIB).random(len(debug)) < params["generate"]["debug"]["calib_share"])
+    return {"inputs": cf["inputs"], "token_labels": cf["token_labels"], "triggered": faulty, "calib": calib & ~faulty}
+
+
+def test_sets(params: dict) -> dict:
+    """Single-gender test reviews: inputs, labels, groups, gender-swapped inputs, gendered word-piece masks."""
+    tok, max_length, lex = load_tokenizer(), int(params["generate"]["max_length"]), lexicon(params)
+    test = frame(params, "test")
+    test = test[test["gender"].isin(GROUPS)].reset_index(drop=True)
+    texts = test["text"].tolist()
+    x, pieces = gendered_token_labels(tok, texts, max_length, lex)
+    x_cf = encode(tok, [swap_gender(t, lex) for t in texts], max_length)
+    return {"x": x, "y": test["label"].to_numpy(), "primary": "gender",
+            "attributes": {"gender": {"sensitive": test["gender"].to_numpy(), "x_cf": [x_cf],
+                                      "fault_mask": pieces.bool().numpy()}},
+            "show": lambda idx: token_strings(tok, x["input_ids"][list(idx)])}
