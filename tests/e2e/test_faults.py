@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _workspace_env import env_for
 
 pytestmark = pytest.mark.e2e
 
@@ -71,16 +72,6 @@ sys.meta_path.insert(0, _Hook())
 '''
 
 
-def env_for(ws: Path) -> dict[str, str]:
-    """scripts/env.sh's values for workspace `ws` (state inside it), plus the repo's venv on PATH."""
-    preset = {"ATPATCH_ROOT": str(ws), "DVC_SITE_CACHE_DIR": str(ws / ".dvc" / "site_cache"),
-              "PREFECT_HOME": str(ws / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlflow.db'}",
-              "HF_HOME": str(REPO / ".cache" / "hf"), "TQDM_DISABLE": "1"}
-    out = subprocess.run(["bash", "-c", ". scripts/env.sh && env -0"], cwd=REPO, env={**os.environ, **preset},
-                         capture_output=True, text=True, check=True).stdout
-    env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
-    return env
 
 
 def dvc(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
