@@ -22,8 +22,8 @@ from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendere
                                    swap_gender, text_gender)
 from atpatch.io import atomic_dir, write_json_atomic
 from atpatch.models.text import encode, load_tokenizer
-from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, frame, hold_out, input_example, layout,  # noqa: F401
-                                             limit, rng, token_strings, train_victim, validate)
+from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, frame, hold_out, layout, limit, rng,  # noqa: F401
+                                             token_strings, train_victim, validate)
 
 NAMES_DIR = "names"  # inside the fine-foods source folder (stage fetch@fine-foods puts them there)
 GROUPS = ("female", "male")
@@ -84,3 +84,8 @@ def test_sets(params: dict) -> dict:
             "attributes": {"gender": {"sensitive": test["gender"].to_numpy(), "x_cf": [x_cf],
                                       "fault_mask": pieces.bool().numpy()}},
             "show": lambda idx: token_strings(tok, x["input_ids"][list(idx)])}
+
+
+def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
+    """`rows` test reviews as the pyfunc input: one column `text`."""
+    return frame(params, "test").head(rows)[["text"]]
