@@ -27,10 +27,13 @@ BASE = ["fetch", "generate", "train_victim", "extract", "train_detector", "evalu
 # What each scenario's report and gate must hold (beyond CA and the detection metrics).
 EXPECTED = {
     "text-backdoor": {"metrics": ["ASR", "DER", "input_flag_rate_triggered", "clean_pass_through_exact"],
+                      "defined": ["CA", "ASR", "DER"],
                       "checks": {"ca_drop", "asr_over_floor", "clean_flag_rate", "column_auroc"}},
     "text-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
+                      "defined": ["CA", "flip_rate", "dp_diff", "eo_diff"],
                       "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
     "tabular-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
+                         "defined": ["CA", "flip_rate", "dp_diff", "eo_diff"],
                          "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
 }
 
@@ -76,7 +79,7 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     for mode in report["patched"]:
         for key in ["CA", "column_auroc", "input_flag_rate_clean", *EXPECTED[scenario]["metrics"]]:
             assert key in report["patched"][mode], (mode, key)
-    assert {k for k in EXPECTED[scenario]["metrics"] if not k.endswith("_reduction")} <= set(report["definitions"])
+    assert set(EXPECTED[scenario]["defined"]) <= set(report["definitions"])
     print(scenario, json.dumps({k: v for k, v in report["patched"][report["default_mode"]].items()
                                 if not isinstance(v, dict)}, indent=None))
     gate = json.loads((metrics / "gate.json").read_text())
@@ -100,7 +103,15 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     flat = scenario_params(params, scenario)
     kind = kind_module(flat)
     example = kind.input_example(flat, rows=4)
-    served = mlflow.pyfunc.load_model(f"models:/{model_name}@challenger").predict(example)
+    # models:/ URIs resolve through mlflow's process-wide URIs, which earlier tests may have set.
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
+    try:
+        served = mlflow.pyfunc.load_model(f"models:/{model_name}@challenger").predict(example)
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     local = PatchedClassifier(load_classifier(flat["train_victim"]["out"]), Detector.load(flat["train_detector"]["out"]),
                               mode=gate["mode"])
     if kind.INPUT_KIND == "text":
