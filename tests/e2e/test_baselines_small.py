@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _workspace_env import env_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,16 +37,6 @@ CHEAP = {"fine_pruning": {"finetune": {"epochs": 1}},
 ABLATIONS = {"benign_value": ["unified", "zero"], "calibration_fpr": [0.02], "debug_size": [50]}
 
 
-def env_for(ws: Path) -> dict[str, str]:
-    """scripts/env.sh's values for workspace `ws`, plus the repo's venv on PATH (as the other e2e tests)."""
-    preset = {"ATPATCH_ROOT": str(ws), "DVC_SITE_CACHE_DIR": str(ws / ".dvc" / "site_cache"),
-              "PREFECT_HOME": str(ws / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{ws / 'mlflow.db'}",
-              "HF_HOME": str(REPO / ".cache" / "hf"), "TQDM_DISABLE": "1"}
-    out = subprocess.run(["bash", "-c", ". scripts/env.sh && env -0"], cwd=REPO, env={**os.environ, **preset},
-                         capture_output=True, text=True, check=True).stdout
-    env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
-    return env
 
 
 def load_runner():
