@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import inspect
 import json
 import math
 import os
@@ -83,19 +82,12 @@ def profile_of(ws_params: dict, scenario: str) -> str:
     return "custom"
 
 
-def call_kind(fn: Callable, *args):
-    """kind.test_sets(params[, model]): pass as many positional args as the function takes."""
-    n = len([p for p in inspect.signature(fn).parameters.values()
-             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
-    return fn(*args[:n])
-
-
 def debug_labels(kind, flat: dict) -> np.ndarray:
     """True labels of the debugging split's rows, in the order of kind.debug_set."""
     if hasattr(kind, "debug_labels"):
         return np.asarray(kind.debug_labels(flat))
-    if hasattr(kind, "_frame"):  # tabular kinds: debug.parquet
-        return kind._frame(flat, "debug")["label"].to_numpy()
+    if hasattr(kind, "read_split"):  # tabular and text kinds: debug.parquet
+        return kind.read_split(flat, "debug")["label"].to_numpy()
     if hasattr(kind, "_split"):  # image/text kinds: generated/debug (HF datasets)
         return np.asarray(kind._split(flat, "debug")["label"])
     raise AtPatchError(f"{kind.__name__}: no way to read the debugging split's labels")
@@ -156,7 +148,7 @@ def build_repair(kind, flat: dict, model, features: dict, fairness: bool, cfg: d
                                 "calib (clean)": int(calib.sum())},
               "clean_inputs": len(clean_idx), "calib_inputs": int(calib.sum())}
     if fairness:
-        frame = kind._frame(flat, "debug") if hasattr(kind, "_frame") else None
+        frame = kind.read_split(flat, "debug") if hasattr(kind, "read_split") else None
         if frame is None or not hasattr(kind, "counterfactual_inputs"):
             raise AtPatchError(f"{kind.__name__}: no counterfactual_inputs(model, frame, attribute) helper")
         sub = frame.iloc[clean_idx].reset_index(drop=True)
@@ -170,7 +162,7 @@ def build_repair(kind, flat: dict, model, features: dict, fairness: bool, cfg: d
     else:
         trig_idx = np.flatnonzero(triggered)
         repair["triggered_inputs"] = take(inputs, trig_idx)
-        repair["target_label"] = int(flat["generate"]["target_label"])
+        repair["target_label"] = kind.target_label(flat)
         repair["_triggered_labels"] = labels[trig_idx]  # the runner's own (selection on the repair set); no baseline reads it
         budget["triggered_inputs"] = len(trig_idx)
     return repair, budget
@@ -331,7 +323,7 @@ class Bench:
         self.fairness = is_fairness(flat)
         self.model = load_classifier(flat["train_victim"]["out"], attn_implementation=self.p["default_attention"])
         self.det = Detector.load(flat["train_detector"]["out"])
-        self.data = call_kind(self.kind.test_sets, flat, self.model)
+        self.data = self.kind.test_sets(flat, self.model)
         path = flat["extract"]["out"]
         self.features = load_file(path)
         with safe_open(path, "pt") as fh:
@@ -344,7 +336,7 @@ class Bench:
         else:
             from atpatch.backdoor_eval import baseline
 
-            self.target = int(flat["generate"]["target_label"])
+            self.target = int(self.data["target"])
             self.base = baseline(self.model, self.data, self.p, self.target)
 
     # -- fairness helpers
@@ -819,7 +811,7 @@ def markdown(result: dict, command: str) -> str:
         head = (f"| method | accuracy % | flip rate % ({a}) | DP diff | EO diff | reduction flip / DP / EO % | DER_flip "
                 "| inputs touched: no flip / flip % | column AUROC | latency x | repair s | sensitive at predict |")
     else:
-        head = (f"| method | CA % | ASR % | DER | inputs touched: clean / triggered % | column AUROC | blocked token is "
+        head = ("| method | CA % | ASR % | DER | inputs touched: clean / triggered % | column AUROC | blocked token is "
                 "trigger % | latency x | repair s |")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:

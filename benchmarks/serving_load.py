@@ -24,10 +24,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,12 +34,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "serving-load.json"
 PROJECT_MODEL = "atpatch-vision-backdoor"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def project_model(tmp: Path) -> dict | None:
@@ -87,39 +77,6 @@ def register_variants(tmp: Path, max_batch: int) -> dict:
         set_alias(f"load-{variant}", "champion", mv.version)
     return {"source": model["source"], "mode": config["mode"], "env": {
         "ATPATCH_ROOT": str(store), "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}}
-
-
-def start_server(name: str, env: dict, log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    import requests
-
-    port = _free_port()
-    env = {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server {name} exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return proc, url
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError(f"server {name} did not answer /ping within {timeout:.0f} s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(15)
 
 
 def request_pool(rows: int, n: int = 64, seed: int = 0) -> list[bytes]:
@@ -200,10 +157,12 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="atpatch-load-") as tmp:
         tmp = Path(tmp)
         setup = register_variants(tmp, a.max_batch)
+        from atpatch.serving.server import start_server, stop_server
+
         bodies = request_pool(a.rows)
         results = {}
         for variant in ("unpatched", "patched"):
-            proc, url = start_server(f"load-{variant}", setup["env"], tmp / f"{variant}.log")
+            proc, url = start_server(f"models:/load-{variant}@champion", setup["env"], tmp / f"{variant}.log")
             try:
                 load(url, bodies[:4], 1, 2.0, a.rows)  # warm-up
                 results[variant] = load(url, bodies, a.clients, a.seconds, a.rows)

@@ -37,8 +37,8 @@ def main(params: dict) -> dict:
     p, seed = params["evaluate"], params["seed"]
     torch.manual_seed(seed)
     kind = kind_module(params)
-    data = kind.test_sets(params)
     model = load_classifier(params["train_victim"]["out"], attn_implementation=p["default_attention"])
+    data = kind.test_sets(params, model)
     det = Detector.load(params["train_detector"]["out"])
     if is_fairness(params):
         from atpatch import fairness_eval as evaluator

@@ -2,7 +2,7 @@
 
 `evaluate` returns the evaluate.json report: CA, ASR, ASR floor, DER, detection,
 exact pass-through, latency, and the ASR with the *known* trigger tokens patched (the patch's
-ceiling). Test data come from the scenario's `test_sets(params)`: x_clean / x_trig are model
+ceiling). Test data come from the scenario's `test_sets(params, model)`: x_clean / x_trig are model
 input dicts, y_* labels, target the backdoor's target label, tokens_trig the true trigger tokens
 [N, K], show_* what to draw.
 """

@@ -430,6 +430,7 @@ def serve(scenario: str = ScenarioOpt,
     probabilities and flagged positions per row.
     """
     from .registry import get_alias_version
+    from .serving.server import serve_command, server_env
     from .tracking import tracking_uri
 
     root, scenario = _root(root), _scenario(scenario)
@@ -443,10 +444,8 @@ def serve(scenario: str = ScenarioOpt,
                 f"mlflow models serve -m models:/{name}@challenger --env-manager local"
                 if challenger else f"nothing is registered under {name}; run atpatch run --scenario {scenario}")
         raise UserError(f"{name}: no champion to serve; {hint}")
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion", "--env-manager",
-           "local", "-h", host, "-p", str(port), "-w", str(workers)]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(),
-           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    cmd = serve_command(f"models:/{name}@champion", host, port, workers)
+    env = server_env({"MLFLOW_TRACKING_URI": tracking_uri()})
     console.print(f"serving {name} version {champion.version} (champion) on http://{host}:{port}/invocations",
                   markup=False)
     if dry_run:

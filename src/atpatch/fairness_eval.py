@@ -4,7 +4,7 @@ Metrics (definitions in FAIRNESS_DEFINITIONS, stored in the report): accuracy (C
 flip rate, demographic parity difference and equalized odds difference (Fairlearn), detection of
 the protected tokens that cause flips, clean-input flag rate, latency.
 
-Test data come from the scenario's `test_sets(params)`: `x` model inputs, `y` labels, `primary`
+Test data come from the scenario's `test_sets(params, model)`: `x` model inputs, `y` labels, `primary`
 the attribute the gate judges, `attributes[name]` = {"sensitive": group per input, "x_cf": list of
 counterfactual input dicts (only that attribute swapped), "fault_mask": [N, K] bool positions of
 the attribute's tokens}, `show(indices)` the token strings of those inputs, for figures.
@@ -19,7 +19,7 @@ import torch
 
 from atpatch import plots
 from atpatch.backdoor_eval import attention_figure, latency, roc_files, shipped_patchers
-from atpatch.evaluation import predict_patched, predict_plain, rows
+from atpatch.evaluation import predict_patched, predict_plain
 from atpatch.fairness import counterfactual_flip_rate, group_metrics
 from atpatch.metrics import DEFINITIONS, detection_metrics, input_flag_rate
 

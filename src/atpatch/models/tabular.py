@@ -22,9 +22,6 @@ Inputs (batch-first, so PatchedClassifier can slice rows):
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -222,81 +219,6 @@ class FeatureTokenForClassification(PreTrainedModel):
             loss = nn.functional.cross_entropy(logits, labels.long())
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
                                         attentions=out.attentions)
-
-
-@torch.no_grad()
-def predict(model, encoded: dict[str, torch.Tensor], batch_size: int = 4096) -> np.ndarray:
-    """Argmax predictions (numpy int64 [N]) of `model` on encoded inputs, in batches."""
-    was_training = model.training
-    model.eval()
-    n = encoded["cat_ids"].shape[0]
-    out = [model(**{k: v[s:s + batch_size] for k, v in encoded.items()}).logits.argmax(-1)
-           for s in range(0, n, batch_size)]
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
-
-
-def train_tabular(model, encoded_train: dict[str, torch.Tensor], labels, epochs: int = 12, batch_size: int = 256,
-                  lr: float = 3e-3, seed: int = 0, log: Callable | None = None, weight_decay: float = 0.01,
-                  progress: bool = True, threads: int | None = 1) -> list[dict]:
-    """Seeded AdamW training with a one-cycle learning rate and a tqdm bar per epoch.
-
-    encoded_train: `encode_frame` output; labels: int [N]. `log(metrics, step=epoch)` (e.g.
-    mlflow.log_metrics) receives train_loss, train_acc and seconds after each epoch. Returns the
-    per-epoch history. Leaves the model in eval mode.
-
-    threads: torch CPU threads while training (restored after); the ops of this small model are too
-    small to split, and on a shared 2-core machine 2 threads ran 6x slower than 1 (21.5 vs 3.6 s an
-    epoch on Adult's 21k training rows). None keeps the caller's setting.
-    """
-    y = torch.tensor(np.asarray(labels), dtype=torch.long)
-    n = y.shape[0]
-    if encoded_train["cat_ids"].shape[0] != n or encoded_train["num_values"].shape[0] != n:
-        raise ShapeError(f"train_tabular: {n} labels but inputs of {encoded_train['cat_ids'].shape[0]} / "
-                         f"{encoded_train['num_values'].shape[0]} rows")
-    if n == 0 or epochs < 1:
-        raise AtPatchError(f"train_tabular: need rows and epochs >= 1 (got {n} rows, {epochs} epochs)")
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return _train(model, encoded_train, y, epochs, batch_size, lr, seed, log, weight_decay, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _train(model, encoded_train, y, epochs, batch_size, lr, seed, log, weight_decay, progress) -> list[dict]:
-    from tqdm.auto import tqdm
-
-    n = y.shape[0]
-    torch.manual_seed(seed)  # dropout
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * math.ceil(n / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    history = []
-    model.train()
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        order = torch.randperm(n, generator=gen)
-        total, correct = 0.0, 0
-        bar = tqdm(range(0, n, batch_size), desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
-        for start in bar:
-            idx = order[start:start + batch_size]
-            out = model(cat_ids=encoded_train["cat_ids"][idx], num_values=encoded_train["num_values"][idx],
-                        labels=y[idx])
-            opt.zero_grad()
-            out.loss.backward()
-            opt.step()
-            sched.step()
-            total += float(out.loss.detach()) * len(idx)
-            correct += int((out.logits.argmax(-1) == y[idx]).sum())
-        row = {"train_loss": total / n, "train_acc": correct / n, "seconds": time.perf_counter() - t0}
-        history.append({"epoch": epoch + 1, **row})
-        if log is not None:
-            log(row, step=epoch)
-    model.eval()
-    return history
 
 
 def _register() -> None:

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import AtPatchError
@@ -131,89 +128,6 @@ def trim(enc: dict[str, torch.Tensor], rows=None) -> dict[str, torch.Tensor]:
     sub = {k: (v if rows is None else v[rows]) for k, v in enc.items()}
     width = int(sub["attention_mask"].sum(-1).max()) if len(sub["attention_mask"]) else 1
     return {k: v[:, :max(width, 1)] for k, v in sub.items()}
-
-
-def batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator, bucket: int = 50) -> list[torch.Tensor]:
-    """One epoch of row indices in batches: shuffled, then sorted by length within pools of
-    `bucket` batches (so a batch holds reviews of similar length and little padding), batch order
-    shuffled again. `bucket` = 0 or 1: plain shuffled batches. Seeded by `gen`.
-    """
-    n = len(lengths)
-    order = torch.randperm(n, generator=gen)
-    if bucket > 1:
-        pool = batch_size * bucket
-        order = torch.cat([chunk[torch.argsort(lengths[chunk], stable=True)] for chunk in order.split(pool)])
-    out = list(order.split(batch_size))
-    if bucket > 1:
-        out = [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
-    return out
-
-
-def train_text(model, enc: dict[str, torch.Tensor], labels, epochs: int, batch_size: int, lr: float, seed: int,
-               log: Callable | None = None, weight_decay: float = 0.01, warmup: float = 0.1,
-               freeze_embeddings: bool = True, bucket: int = 50, progress: bool = True) -> list[dict]:
-    """Fine-tune `model` in place; return per-epoch {"train_loss", "train_acc", "seconds"}.
-
-    AdamW, linear warm-up over the first `warmup` share of steps then linear decay to 0, gradient
-    norm clipped at 1. Shuffling and dropout are seeded by `seed`. Batches group reviews of similar
-    length (`batches`, `bucket`) and each is trimmed to its longest real sequence: at max_length 128
-    that computes ~60% of the padded tokens. `freeze_embeddings` freezes the word-embedding matrix (30522 x 384, half of MiniLM's
-    weights: AdamW on it costs about as much as the forward pass of a small model, and 4k reviews
-    cannot train it well anyway). `log(metrics, step=epoch)` (e.g. mlflow.log_metrics) gets each epoch.
-    """
-    from tqdm.auto import tqdm
-
-    labels = torch.tensor(np.asarray(labels), dtype=torch.long)
-    n = int(enc["input_ids"].shape[0])
-    if labels.shape != (n,):
-        raise AtPatchError(f"labels: expected shape ({n},) to match input_ids, got {tuple(labels.shape)}")
-    if epochs < 1 or batch_size < 1 or n == 0:
-        raise AtPatchError(f"train_text needs epochs >= 1, batch_size >= 1 and rows; got {epochs}, {batch_size}, {n}")
-    word = model.get_input_embeddings().weight
-    word.requires_grad_(not freeze_embeddings)
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]  # biases and LayerNorm
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    steps = epochs * math.ceil(n / batch_size)
-    warm = max(1, int(round(warmup * steps)))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout
-    lengths = enc["attention_mask"].sum(-1)
-    history = []
-    model.train()
-    try:
-        for epoch in range(epochs):
-            t0 = time.perf_counter()
-            total, correct = 0.0, 0
-            bar = tqdm(batches(lengths, batch_size, gen, bucket), desc=f"fine-tune epoch {epoch + 1}/{epochs}",
-                       leave=False, disable=not progress)
-            for idx in bar:
-                out = model(**trim(enc, idx), labels=labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss = out.loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
-                sched.step()
-                value = float(loss.detach())
-                total += value * len(idx)
-                correct += int((out.logits.detach().argmax(-1) == labels[idx]).sum())
-                bar.set_postfix(loss=f"{value:.3f}")
-            metrics = {"train_loss": total / n, "train_acc": correct / n, "seconds": time.perf_counter() - t0}
-            history.append(metrics)
-            if log is not None:
-                log(metrics, step=epoch)
-            if progress:
-                print(f"fine-tune epoch {epoch + 1}/{epochs}: loss {metrics['train_loss']:.4f} "
-                      f"acc {metrics['train_acc']:.4f} ({metrics['seconds']:.0f} s)", flush=True)
-    finally:
-        word.requires_grad_(True)
-        model.eval()
-    return history
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ Kind interface: see atpatch.scenarios.vision.
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
@@ -18,9 +17,8 @@ import pandas as pd
 import torch
 
 from atpatch.data import adult
-from atpatch.errors import AtPatchError
 from atpatch.fairness import counterfactuals_all_values, fault_token_labels
-from atpatch.io import atomic_dir, write_json_atomic
+from atpatch.scenarios.tables import read_split, write_splits
 from atpatch.models.tabular import build_feature_token_model, column_positions, encode_frame, token_layout
 from atpatch.training import predict_labels, train_classifier
 from atpatch.validation import table_expectations, validate_split
@@ -66,26 +64,16 @@ def generate(params: dict, root: str | Path = ".") -> dict:
                "positive_rate_by_group": {a: splits["train"].groupby(a)["label"].mean().round(4).to_dict()
                                           for a in protected}}
     out = root / g["out"]
-    with atomic_dir(out) as tmp:
-        for name, split in splits.items():
-            split.to_parquet(tmp / f"{name}.parquet", index=False)
-        write_json_atomic(tmp / "summary.json", summary)
+    write_splits(out, splits, summary)
     print(f"generate: {summary['rows']} -> {out} in {time.perf_counter() - t0:.1f} s; "
           f"train P(label=1) by group {summary['positive_rate_by_group']}")
     return summary
 
 
-def _frame(params: dict, name: str) -> pd.DataFrame:
-    path = Path(params["generate"]["out"]) / f"{name}.parquet"
-    if not path.is_file():
-        raise AtPatchError(f"{path}: split {name!r} not found; run stage generate first")
-    return pd.read_parquet(io.BytesIO(path.read_bytes()))
-
-
 def train_victim(params: dict, log) -> torch.nn.Module:
     """The feature-token transformer (encoding fitted on the training split), trained on it."""
     p, seed = params["train_victim"], params["seed"]
-    train = _frame(params, "train")
+    train = read_split(params, "train")
     model = build_feature_token_model(train, seed=seed, **p["architecture"])
     model.set_attn_implementation("eager")
     train_classifier(model, encode_frame(train, model.config), torch.tensor(train["label"].to_numpy()), p, seed, log)
@@ -117,7 +105,7 @@ def fault_labels(model, frame: pd.DataFrame, attributes: list[str]) -> np.ndarra
 def debug_set(params: dict, model) -> dict:
     """The debugging split with counterfactual fault labels; a share of the fault-free rows is the
     held-out calibration part (`generate.calib_share`)."""
-    frame = _frame(params, "debug")
+    frame = read_split(params, "debug")
     labels = torch.from_numpy(fault_labels(model, frame, list(params["generate"]["protected"])))
     faulty = labels.bool().any(1)
     rng = np.random.default_rng(np.random.SeedSequence([params["seed"], STREAM_CALIB]))
@@ -136,7 +124,7 @@ def test_sets(params: dict, model=None) -> dict:
     from atpatch.models.loading import load_classifier
 
     model = model or load_classifier(params["train_victim"]["out"])
-    frame = _frame(params, "test")
+    frame = read_split(params, "test")
     x = encode_frame(frame, model.config)
     n_tokens = 1 + x["cat_ids"].shape[1] + x["num_values"].shape[1]
     attributes = {}
@@ -151,4 +139,4 @@ def test_sets(params: dict, model=None) -> dict:
 
 def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
     """`rows` test rows as the pyfunc input: one column per victim feature (in its token order), raw values."""
-    return _frame(params, "test").head(rows)[[*adult.FEATURE_CATEGORICAL, *adult.FEATURE_NUMERIC]]
+    return read_split(params, "test").head(rows)[[*adult.FEATURE_CATEGORICAL, *adult.FEATURE_NUMERIC]]

@@ -8,7 +8,6 @@ atpatch.scenarios.vision. Texts are tokenised to `generate.max_length` tokens (p
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from atpatch.data.fine_foods import load_reviews
 from atpatch.data.text_triggers import TextTrigger, debugging_set, poison_train, token_labels, triggered_test
 from atpatch.errors import AtPatchError
-from atpatch.io import atomic_dir, write_json_atomic
+from atpatch.scenarios.tables import read_split, write_splits
 from atpatch.models.text import build_text_classifier, encode, load_tokenizer, text_layout, trim
 from atpatch.training import train_classifier
 from atpatch.validation import table_expectations, validate_split
@@ -83,25 +82,15 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     summary = {"seed": seed, "trigger": trigger.to_dict(), "max_length": max_length,
                "rows": {k: len(v) for k, v in splits.items()}, "poisoned": int(splits["train"]["poisoned"].sum())}
     out = root / g["out"]
-    with atomic_dir(out) as tmp:
-        for name, frame in splits.items():
-            frame.to_parquet(tmp / f"{name}.parquet", index=False)
-        write_json_atomic(tmp / "summary.json", summary)
+    write_splits(out, splits, summary)
     print(f"generate: {summary['rows']} ({summary['poisoned']} poisoned) -> {out} in {time.perf_counter() - t0:.1f} s")
     return summary
-
-
-def frame(params: dict, name: str) -> pd.DataFrame:
-    path = Path(params["generate"]["out"]) / f"{name}.parquet"
-    if not path.is_file():
-        raise AtPatchError(f"{path}: split {name!r} not found; run stage generate first")
-    return pd.read_parquet(io.BytesIO(path.read_bytes()))
 
 
 def train_victim(params: dict, log) -> torch.nn.Module:
     """MiniLM (first `architecture.layers` layers) fine-tuned on the poisoned split; carries its tokenizer."""
     p, seed, max_length = params["train_victim"], params["seed"], int(params["generate"]["max_length"])
-    train = frame(params, "train")
+    train = read_split(params, "train")
     model, tok = build_text_classifier(p["architecture"]["layers"], 2, seed)
     model.config.atpatch_max_length = max_length  # serving tokenises like training
     enc = encode(tok, train["text"].tolist(), max_length)
@@ -117,7 +106,7 @@ def spans(frame: pd.DataFrame) -> list[list[tuple[int, int]]]:
 
 def debug_set(params: dict, model) -> dict:
     """Debugging inputs with the trigger's word pieces labelled 1; calibration part held out."""
-    debug, tok = frame(params, "debug"), layout_tokenizer(model)
+    debug, tok = read_split(params, "debug"), layout_tokenizer(model)
     inputs, labels = token_labels(tok, debug["text"].tolist(), spans(debug), int(params["generate"]["max_length"]))
     # A trigger cut off by truncation has no labels: such a row counts as clean for the detector.
     triggered = torch.tensor(debug["triggered"].to_numpy()) & labels.bool().any(1)
@@ -134,17 +123,22 @@ def token_strings(tok, input_ids: torch.Tensor) -> list[list[str]]:
     return [["" if t == tok.pad_token else t for t in tok.convert_ids_to_tokens(row.tolist())] for row in input_ids]
 
 
-def test_sets(params: dict) -> dict:
-    """Clean and triggered test inputs, labels, the triggered set's true trigger tokens."""
-    tok, max_length = load_tokenizer(), int(params["generate"]["max_length"])
-    clean, trig = frame(params, "test_clean"), frame(params, "test_triggered")
+def target_label(params: dict) -> int:
+    """The attack's target label (the trigger's)."""
+    return int(params["generate"]["trigger"]["target"])
+
+
+def test_sets(params: dict, model=None) -> dict:
+    """Clean and triggered test inputs, labels, the triggered set's true trigger tokens (the victim's tokenizer)."""
+    tok, max_length = layout_tokenizer(model), int(params["generate"]["max_length"])
+    clean, trig = read_split(params, "test_clean"), read_split(params, "test_triggered")
     x_trig, tokens = token_labels(tok, trig["text"].tolist(), spans(trig), max_length)
     x_clean = encode(tok, clean["text"].tolist(), max_length)
     return {"x_clean": x_clean, "y_clean": clean["label"].to_numpy(), "x_trig": x_trig, "y_trig": trig["label"].to_numpy(),
-            "tokens_trig": tokens.numpy(), "target": int(params["generate"]["trigger"]["target"]), "show_trig": token_strings(tok, x_trig["input_ids"][:2]),
+            "tokens_trig": tokens.numpy(), "target": target_label(params), "show_trig": token_strings(tok, x_trig["input_ids"][:2]),
             "show_clean": token_strings(tok, x_clean["input_ids"][:1])}
 
 
 def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
     """`rows` clean test reviews as the pyfunc input: one column `text`."""
-    return frame(params, "test_clean").head(rows)[["text"]]
+    return read_split(params, "test_clean").head(rows)[["text"]]

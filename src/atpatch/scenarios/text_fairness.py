@@ -13,16 +13,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from atpatch.data.fine_foods import load_reviews
 from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, skewed_split,
                                    swap_gender, text_gender)
-from atpatch.io import atomic_dir, write_json_atomic
-from atpatch.models.text import encode, load_tokenizer
-from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, frame, hold_out, layout, limit, rng,  # noqa: F401
+from atpatch.scenarios.tables import read_split, write_splits
+from atpatch.models.text import encode
+from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, layout, limit, rng,  # noqa: F401
                                              token_strings, train_victim, validate)
 
 NAMES_DIR = "names"  # inside the fine-foods source folder (stage fetch@fine-foods puts them there)
@@ -31,7 +30,7 @@ GROUPS = ("female", "male")
 
 def lexicon(params: dict, root: str | Path = "."):
     """Word pairs + first names (names the reviews use as ordinary words are left out)."""
-    corpus = frame(params, "train")["text"].tolist() if (Path(params["generate"]["out"]) / "train.parquet").is_file() \
+    corpus = read_split(params, "train")["text"].tolist() if (Path(params["generate"]["out"]) / "train.parquet").is_file() \
         else None
     return build_lexicon(Path(root) / params["fetch"]["dest"] / NAMES_DIR, corpus=corpus)
 
@@ -53,10 +52,7 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     summary = {"seed": seed, "skew": g["skew"], "rows": {k: len(v) for k, v in splits.items()},
                "changed_by_skew": int(skewed["changed"].sum()), "gender_counts": counts}
     out = root / g["out"]
-    with atomic_dir(out) as tmp:
-        for name, split in splits.items():
-            split.to_parquet(tmp / f"{name}.parquet", index=False)
-        write_json_atomic(tmp / "summary.json", summary)
+    write_splits(out, splits, summary)
     print(f"generate: {summary['rows']}, {summary['changed_by_skew']} training labels changed by the skew, "
           f"genders {counts['test']} in test -> {out} in {time.perf_counter() - t0:.1f} s")
     return summary
@@ -64,7 +60,7 @@ def generate(params: dict, root: str | Path = ".") -> dict:
 
 def debug_set(params: dict, model) -> dict:
     """Held-out reviews, gendered word pieces labelled 1 where the swap flips the victim's prediction."""
-    debug, tok = frame(params, "debug"), load_tokenizer()
+    debug, tok = read_split(params, "debug"), layout_tokenizer(model)
     cf = counterfactual_labels(model, tok, debug["text"].tolist(), int(params["generate"]["max_length"]),
                                lexicon(params))
     faulty = cf["token_labels"].bool().any(1)
@@ -72,10 +68,10 @@ def debug_set(params: dict, model) -> dict:
     return {"inputs": cf["inputs"], "token_labels": cf["token_labels"], "triggered": faulty, "calib": calib & ~faulty}
 
 
-def test_sets(params: dict) -> dict:
+def test_sets(params: dict, model=None) -> dict:
     """Single-gender test reviews: inputs, labels, groups, gender-swapped inputs, gendered word-piece masks."""
-    tok, max_length, lex = load_tokenizer(), int(params["generate"]["max_length"]), lexicon(params)
-    test = frame(params, "test")
+    tok, max_length, lex = layout_tokenizer(model), int(params["generate"]["max_length"]), lexicon(params)
+    test = read_split(params, "test")
     test = test[test["gender"].isin(GROUPS)].reset_index(drop=True)
     texts = test["text"].tolist()
     x, pieces = gendered_token_labels(tok, texts, max_length, lex)
@@ -88,4 +84,4 @@ def test_sets(params: dict) -> dict:
 
 def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
     """`rows` test reviews as the pyfunc input: one column `text`."""
-    return frame(params, "test").head(rows)[["text"]]
+    return read_split(params, "test").head(rows)[["text"]]

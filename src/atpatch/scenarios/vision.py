@@ -2,8 +2,9 @@
 
 Kind interface (every scenario module has it): `generate(params, root)` writes the generated
 splits; `train_victim(params, log)` returns the trained victim; `debug_set(params, model)` the
-debugging set's model inputs and per-token labels; `test_sets(params)` the evaluation inputs;
+debugging set's model inputs and per-token labels; `test_sets(params, model)` the evaluation inputs;
 `input_example(params, rows)` the serving input; `layout(model)` the TokenLayout; INPUT_KIND.
+Backdoor kinds also have `target_label(params)`, the attack's target class.
 """
 
 from __future__ import annotations
@@ -203,15 +204,20 @@ def debug_set(params: dict, model) -> dict:
             "calib": torch.from_numpy(np.asarray(debug["part"]) == "calib")}
 
 
-def test_sets(params: dict) -> dict:
-    """Clean and triggered test inputs with labels; the triggered set's true trigger tokens."""
+def target_label(params: dict) -> int:
+    """The attack's target class."""
+    return int(params["generate"]["target_label"])
+
+
+def test_sets(params: dict, model=None) -> dict:
+    """Clean and triggered test inputs with labels; the triggered set's true trigger tokens (`model`: unused)."""
     g = params["generate"]
     clean, trig = _split(params, "test_clean"), _split(params, "test_triggered")
     labels = token_labels(trig["trigger_x"], trig["trigger_y"], g["trigger"]["size"], g["patch_size"],
                           min_overlap=g["debug"]["min_overlap"])
     return {"x_clean": {"pixel_values": to_pixel_values(clean["image"])}, "y_clean": clean["label"],
             "x_trig": {"pixel_values": to_pixel_values(trig["image"])}, "y_trig": trig["label"],
-            "tokens_trig": labels, "target": g["target_label"], "show_trig": trig["image"],
+            "tokens_trig": labels, "target": target_label(params), "show_trig": trig["image"],
             "show_clean": clean["image"]}
 
 
