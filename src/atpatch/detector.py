@@ -45,7 +45,11 @@ class DetectorConfig:
     lr: float = 3e-3
     min_std: float = 0.05
     seed: int = 0
-    threshold: float = 0.5
+    threshold: float = 0.5  # a position is flagged when its score exceeds it (what users read and set)
+    # The same cut on the logit, set by `calibrate`: a very confident detector scores many positions
+    # exactly 1.0 in float32, so a threshold on the score alone can tie with them and flag nothing
+    # (seen on the text-backdoor victim: threshold 1.0, 0% of triggered inputs flagged). None: logit(threshold).
+    logit_threshold: float | None = None
     calibration: dict = field(default_factory=dict)
 
     @property
@@ -120,6 +124,20 @@ class Detector(nn.Module):
         """Over-attention score in [0, 1]. features: [..., L, F] -> [...]."""
         return torch.sigmoid(self.logits(features))
 
+    @property
+    def flag_logit(self) -> float:
+        """The logit above which a position is flagged."""
+        c = self.config
+        return c.logit_threshold if c.logit_threshold is not None else _logit(c.threshold)
+
+    def flags(self, logits: torch.Tensor) -> torch.Tensor:
+        """Flag decisions (bool, same shape) for position logits from `logits` / `layer_logit`."""
+        return logits > self.flag_logit
+
+    def set_threshold(self, threshold: float) -> None:
+        """Flag positions whose score exceeds `threshold` (in [0, 1])."""
+        self.config.threshold, self.config.logit_threshold = float(threshold), _logit(threshold)
+
     def slot_of(self, layer: int) -> int | None:
         """Index of model layer `layer` among the detector's layers (None if it reads no features there)."""
         return self.config.layers.index(layer) if layer in self.config.layers else None
@@ -185,12 +203,15 @@ class Detector(nn.Module):
         floor(fpr * B) of these inputs have any candidate position scoring above the threshold.
         The threshold never goes below `min_threshold`.
         """
-        scores = self.score(features).masked_fill(~candidate.bool(), 0.0)  # [B, K]
-        per_input = scores.amax(-1).sort(descending=True).values  # [B]
+        with torch.no_grad():  # on logits: scores saturate at 1.0 and would tie (see logit_threshold)
+            logits = self.logits(features).masked_fill(~candidate.bool(), -torch.inf)  # [B, K]
+        per_input = logits.amax(-1).sort(descending=True).values  # [B]
         allowed = int(math.floor(fpr * len(per_input)))
-        threshold = max(float(per_input[allowed]) if allowed < len(per_input) else 0.0, min_threshold)
-        self.config.threshold = threshold
-        flagged = float((per_input > threshold).float().mean())
+        cut = float(per_input[allowed]) if allowed < len(per_input) else -math.inf
+        self.config.logit_threshold = max(cut, _logit(min_threshold))
+        self.config.threshold = float(torch.sigmoid(torch.tensor(self.config.logit_threshold)))
+        threshold = self.config.threshold
+        flagged = float(self.flags(per_input).double().mean())
         self.config.calibration = {"fpr_target": fpr, "inputs": len(per_input), "flagged_rate": flagged,
                                    "min_threshold": min_threshold}
         return threshold
@@ -242,3 +263,13 @@ def _read_config(path: Path) -> DetectorConfig:
     if missing or set(raw) - known:
         raise DetectorFileError(f"{path}: missing fields {sorted(missing)}, unknown fields {sorted(set(raw) - known)}")
     return DetectorConfig(**raw)
+
+
+def _logit(p: float) -> float:
+    """log(p / (1 - p)), +-inf at the ends."""
+    p = float(p)
+    if p <= 0.0:
+        return -math.inf
+    if p >= 1.0:
+        return math.inf
+    return math.log(p / (1.0 - p))

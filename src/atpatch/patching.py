@@ -171,14 +171,14 @@ def fit_detector(data: dict, p: dict, model_type: str, heads: int, seed: int,
     mass = select_kind(feats[clean_fit], heads, tuple(p["kinds"]), "mean")  # [N, K, L, H]
     det.benign = benign_attention(mass, cand[clean_fit], labels[clean_fit])
     det.calibrate(x[calib], cand[calib], fpr=p["calibration_fpr"], min_threshold=p["min_threshold"])
-    scores = det.score(x[fit])
+    scores, flagged = det.score(x[fit]), det.flags(det.logits(x[fit]).detach())
     metrics = {**losses, "threshold": det.config.threshold,
                "calib_input_flag_rate": det.config.calibration["flagged_rate"],
                **{f"fit_{k}": v for k, v in detection_metrics(
                    scores[cand[fit]].numpy(), labels[fit][cand[fit]].numpy(),
-                   (scores > det.config.threshold)[cand[fit]].numpy()).items()},
+                   flagged[cand[fit]].numpy()).items()},
                "fit_input_flag_rate_triggered": input_flag_rate(
-                   ((scores > det.config.threshold) & cand[fit])[triggered[fit]].numpy())}
+                   (flagged & cand[fit])[triggered[fit]].numpy())}
     return det, metrics
 
 

@@ -39,8 +39,8 @@ ABLATIONS = {"benign_value": ["unified", "zero"], "calibration_fpr": [0.02], "de
 
 
 
-def load_runner():
-    spec = importlib.util.spec_from_file_location("bench_baselines", REPO / "benchmarks" / "baselines.py")
+def load_runner(name: str = "baselines"):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -121,3 +121,19 @@ def test_baselines_benchmark_small(tmp_path, monkeypatch):
     # A second run replaces the scenario's section instead of appending another one.
     runner.replace_section(md, SCENARIO, "## again\n")
     assert md.read_text().count(f"<!-- baselines:{SCENARIO}:start -->") == 1 and "## again" in md.read_text()
+
+    # The operating-point sweep on the same workspace: recalibrating at the shipped FPR with the shipped
+    # benign value reproduces the runner's AtPatch row; a looser FPR never raises the threshold.
+    shipped_fpr = saved["rows"][1]["budget"]["uses"]["calibration_fpr"]
+    sweep = load_runner("operating_points").main(
+        ["--workspace", str(ws), "--scenario", SCENARIO, "--fpr", str(shipped_fpr), "0.5", "--benign", "unified", "zero",
+         "--results-dir", str(out), "--no-mlflow"])
+    points = json.loads((out / f"operating-points-{SCENARIO}.json").read_text())["points"]
+    assert points == sweep["points"]
+    assert [(p["calibration_fpr"], p["benign_value"]) for p in points] == [(shipped_fpr, "unified"), (shipped_fpr, "zero"),
+                                                                           (0.5, "unified"), (0.5, "zero")]
+    reference = by["AtPatch two-pass"]["metrics"]
+    assert (points[0]["CA"], points[0]["ASR"]) == (reference["CA"], reference["ASR"])
+    assert points[2]["threshold"] <= points[0]["threshold"]
+    assert points[2]["input_flag_rate_clean"] >= points[0]["input_flag_rate_clean"]
+    assert sweep["table"].count("\n") == 2 + 1 + 4

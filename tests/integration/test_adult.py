@@ -186,7 +186,7 @@ def test_patched_classifier_on_the_victim(victim):
     det.benign = benign_attention(select_kind(feats, heads, KINDS, "mean"), cand, labels)
     x = T.encode_frame(test, model.config)
     scores = det.score(record(model, x, layout).stacked()).masked_fill(~rec.candidate[:1].expand(len(test), -1), 0)
-    det.config.threshold = float(scores.amax(-1).median())  # about half the inputs get a flag
+    det.set_threshold(float(scores.amax(-1).median()))  # about half the inputs get a flag
     with torch.no_grad():
         reference = model(**x).logits  # eager
     for mode in ("two-pass", "online"):

@@ -25,7 +25,7 @@ def small_detector(seed=0):
 
 def test_save_load_round_trip_is_exact(tmp_path):
     det, x = small_detector()
-    det.config.threshold = 0.7
+    det.set_threshold(0.7)
     det.save(tmp_path)
     loaded = Detector.load(tmp_path)
     assert torch.equal(loaded.score(x), det.score(x))

@@ -62,7 +62,8 @@ def test_planted_over_attention_is_detected(planted):
     cand = torch.cat([r.candidate for r in recs])
     labels = torch.cat([lab for _, lab in parts])
     scores = det.score(feats)
-    metrics = detection_metrics(scores[cand].numpy(), labels[cand].numpy(), (scores > det.config.threshold)[cand].numpy())
+    flags = det.flags(det.logits(feats).detach())
+    metrics = detection_metrics(scores[cand].numpy(), labels[cand].numpy(), flags[cand].numpy())
     assert metrics["column_auroc"] >= 0.99, metrics
 
 

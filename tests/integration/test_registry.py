@@ -48,7 +48,7 @@ def _tiny_detector(directory: Path, victim: Path) -> None:
     det.fit(feats, labels, progress=False)
     det.benign = torch.ones(2, 2)
     scores = PatchedClassifier(load_classifier(victim), det)(pixel_values=to_pixel_values(_images(3))).scores
-    det.config.threshold = float(scores[:, 1:].quantile(0.7))
+    det.set_threshold(float(scores[:, 1:].quantile(0.7)))
     det.save(directory)
 
 

@@ -1,0 +1,142 @@
+"""AtPatch operating points: calibration FPR x benign value on one trained workspace.
+
+The baselines runner varies one factor at a time; this sweep crosses the two that decide how much
+AtPatch changes: how many clean inputs may get a flag (the detector is recalibrated on the
+workspace's own calibration part, no refit) and what a flagged column receives (`unified` u/n,
+`uniform` 1/n, or `zero`). Every point is scored by the same code as the baselines runner
+(`baselines.Bench.eval_patched`, two-pass by default).
+
+Caution when reading it: the sweep is measured on the test split. Choosing a default from it is
+a selection on test data; the README says which defaults came from here.
+
+Writes benchmarks/results/operating-points-<scenario>.json, a markdown table on stdout and in the
+JSON, and an MLflow run `operating-points:<scenario>` in the repository's store.
+
+    .venv/bin/python benchmarks/operating_points.py --workspace .work/bench/default/tabular-fairness-sex \\
+        --scenario tabular-fairness --fpr 0.01 0.05 0.1 0.2 --benign unified zero
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import baselines as B  # noqa: E402
+
+from atpatch.io import load_params, write_json_atomic  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+FAIRNESS_KEYS = ("CA", "flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction", "dp_diff_reduction",
+                 "eo_diff_reduction", "input_flag_rate_clean", "input_flag_rate_faulty")
+BACKDOOR_KEYS = ("CA", "ASR", "DER", "input_flag_rate_clean", "input_flag_rate_triggered")
+
+
+def recalibrated(bench: B.Bench, fpr: float, min_threshold: float):
+    """A copy of the shipped detector with its threshold set for `fpr` on the calibration part."""
+    det = copy.deepcopy(bench.det)
+    feats = bench.features
+    calib = feats["calib"].bool()
+    x = feats["features"][:, :, det.config.layers]
+    det.calibrate(x[calib], feats["candidate"][calib].bool(), fpr=fpr, min_threshold=min_threshold)
+    return det
+
+
+def sweep(bench: B.Bench, fprs: list[float], benign: list[str], min_threshold: float, mode: str | None) -> list[dict]:
+    keys = FAIRNESS_KEYS if bench.fairness else BACKDOOR_KEYS
+    points = []
+    for fpr in fprs:
+        det = recalibrated(bench, fpr, min_threshold)
+        for value in benign:
+            t0 = time.perf_counter()
+            m = bench.eval_patched(B.patcher(bench, det, mode=mode, benign_value=value))
+            point = {"calibration_fpr": fpr, "threshold": det.config.threshold, "benign_value": value,
+                     **{k: m.get(k) for k in keys}}
+            points.append(point)
+            print(f"fpr {fpr:g} (threshold {det.config.threshold:.4f}) {value}: {B.fmt_short(m, bench.fairness)} "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    return points
+
+
+def markdown(points: list[dict], fairness: bool, base: dict) -> str:
+    if fairness:
+        head = ("| calibration FPR | threshold | benign value | accuracy % | flip rate % | DP diff | EO diff "
+                "| reductions flip / DP / EO % | flagged: fault-free / flipping rows % |")
+        rows = [f"| unpatched | | | {B.pct(base['CA'])} | {B.pct(base['flip_rate'])} | {base['dp_diff']:.4f} "
+                f"| {base['eo_diff']:.4f} | | |"]
+        rows += [f"| {p['calibration_fpr']:g} | {p['threshold']:.4f} | {p['benign_value']} | {B.pct(p['CA'])} "
+                 f"| {B.pct(p['flip_rate'])} | {p['dp_diff']:.4f} | {p['eo_diff']:.4f} "
+                 f"| {B.pct(p['flip_rate_reduction'])} / {B.pct(p['dp_diff_reduction'])} / "
+                 f"{B.pct(p['eo_diff_reduction'])} | {B.pct(p['input_flag_rate_clean'])} / "
+                 f"{B.pct(p['input_flag_rate_faulty'])} |" for p in points]
+    else:
+        head = ("| calibration FPR | threshold | benign value | CA % | ASR % | DER "
+                "| flagged: clean / triggered inputs % |")
+        rows = [f"| unpatched | | | {B.pct(base['CA'])} | {B.pct(base['ASR'])} | 0.5000 | |"]
+        rows += [f"| {p['calibration_fpr']:g} | {p['threshold']:.4f} | {p['benign_value']} | {B.pct(p['CA'])} "
+                 f"| {B.pct(p['ASR'])} | {p['DER']:.4f} | {B.pct(p['input_flag_rate_clean'])} / "
+                 f"{B.pct(p['input_flag_rate_triggered'])} |" for p in points]
+    return "\n".join([head, "|" + "---|" * (head.count("|") - 1), *rows]) + "\n"
+
+
+def log_to_mlflow(result: dict, path: Path) -> None:
+    import mlflow
+
+    from atpatch.tracking import configure, environment_tags
+
+    configure()
+    with mlflow.start_run(run_name=f"operating-points:{result['scenario']}"):
+        mlflow.set_tags({"benchmark": "operating-points", "scenario": result["scenario"], **environment_tags()})
+        mlflow.log_metrics({f"fpr_{p['calibration_fpr']:g}.{p['benign_value']}.{k}": float(v)
+                            for p in result["points"] for k, v in p.items()
+                            if isinstance(v, (int, float)) and k not in ("calibration_fpr", "benign_value")})
+        mlflow.log_artifact(str(path))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from atpatch.scenarios import scenario_params
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workspace", required=True, help="a pipeline workspace trained up to train_detector")
+    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--fpr", nargs="+", type=float, default=[0.01, 0.05, 0.1, 0.2])
+    ap.add_argument("--benign", nargs="+", default=["unified", "zero"], choices=["unified", "uniform", "zero"])
+    ap.add_argument("--min-threshold", type=float, default=None,
+                    help="threshold floor (default: the workspace's train_detector.min_threshold)")
+    ap.add_argument("--mode", default=None, help="two-pass or online (default: the workspace's evaluate.default_mode)")
+    ap.add_argument("--results-dir", default=str(RESULTS))
+    ap.add_argument("--no-mlflow", action="store_true")
+    a = ap.parse_args(argv)
+    workspace = Path(a.workspace).resolve()
+    flat = scenario_params(load_params(path=workspace / "params.yaml"), a.scenario, workspace / "params.yaml")
+    floor = a.min_threshold if a.min_threshold is not None else float(flat["train_detector"]["min_threshold"])
+    torch.manual_seed(int(flat["seed"]))
+    with contextlib.chdir(workspace):
+        bench = B.Bench(flat, B.load_config())
+        base = bench.unpatched_row()
+        points = sweep(bench, a.fpr, a.benign, floor, a.mode)
+    table = markdown(points, bench.fairness, base)
+    result = {"scenario": a.scenario, "workspace": str(workspace), "mode": a.mode or flat["evaluate"]["default_mode"],
+              "min_threshold": floor, "command": " ".join(["benchmarks/operating_points.py", *(argv or sys.argv[1:])]),
+              "unpatched": {k: base.get(k) for k in (FAIRNESS_KEYS if bench.fairness else BACKDOOR_KEYS)},
+              "points": points, "table": table}
+    out = Path(a.results_dir) / f"operating-points-{a.scenario}.json"
+    write_json_atomic(out, result)
+    print(table)
+    print(f"wrote {out}")
+    if not a.no_mlflow:
+        log_to_mlflow(result, out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
