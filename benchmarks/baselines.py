@@ -148,12 +148,11 @@ def build_repair(kind, flat: dict, model, features: dict, fairness: bool, cfg: d
                                 "calib (clean)": int(calib.sum())},
               "clean_inputs": len(clean_idx), "calib_inputs": int(calib.sum())}
     if fairness:
-        frame = kind.read_split(flat, "debug") if hasattr(kind, "read_split") else None
-        if frame is None or not hasattr(kind, "counterfactual_inputs"):
-            raise AtPatchError(f"{kind.__name__}: no counterfactual_inputs(model, frame, attribute) helper")
-        sub = frame.iloc[clean_idx].reset_index(drop=True)
-        protected = list(flat["generate"]["protected"])
-        cfs = [cf for a in protected for cf in kind.counterfactual_inputs(model, sub, a)]
+        if not all(hasattr(kind, f) for f in ("read_split", "protected", "counterfactual_sets")):
+            raise AtPatchError(f"{kind.__name__}: a fairness kind needs read_split, protected and counterfactual_sets")
+        sub = kind.read_split(flat, "debug").iloc[clean_idx].reset_index(drop=True)
+        protected = kind.protected(flat)
+        cfs = [cf for a in protected for cf in kind.counterfactual_sets(flat, model, sub, a)]
         repair["counterfactual_inputs"] = cfs
         repair["sensitive"] = sub[protected[0]].to_numpy()
         budget.update(counterfactual_inputs=f"{len(cfs)} sets x {len(clean_idx)} rows (every other value of "
@@ -352,20 +351,18 @@ class Bench:
 
     def _sensitive_table(self) -> dict[int, np.ndarray]:
         """id(inputs dict) -> the primary attribute's value of each row (counterfactuals: after the swap)."""
-        table = {id(self.data["x"]): np.asarray(self.data["attributes"][self.primary]["sensitive"])}
-        values_of = getattr(self.kind, "_values", None)
+        original = np.asarray(self.data["attributes"][self.primary]["sensitive"])
+        table = {id(self.data["x"]): original}
         for name, a in self.data["attributes"].items():
             if name != self.primary:
                 for x_cf in a["x_cf"]:
-                    table[id(x_cf)] = table[id(self.data["x"])]
+                    table[id(x_cf)] = original
                 continue
-            if values_of is None:
-                continue  # unknown counterfactual values: a method needing them fails with a clear message
-            values = values_of(self.model, name)
+            values = self.kind.counterfactual_sensitive(self.model, name, original)
             if len(values) != len(a["x_cf"]):
-                raise AtPatchError(f"{name}: {len(a['x_cf'])} counterfactual sets, {len(values)} known values")
+                raise AtPatchError(f"{name}: {len(a['x_cf'])} counterfactual sets, {len(values)} known value sets")
             for value, x_cf in zip(values, a["x_cf"]):
-                table[id(x_cf)] = np.full(len(self.data["y"]), value, dtype=object)
+                table[id(x_cf)] = value
         return table
 
     def sensitive_for(self, inputs: dict):

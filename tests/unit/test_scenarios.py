@@ -40,3 +40,15 @@ def test_repository_params_define_every_scenario_they_name():
         flat = scenario_params(params, name)
         assert section["source"] in params["sources"], name
         assert flat["register"].get("model_name") in (None, f"atpatch-{name}")
+
+
+def test_text_fairness_counterfactual_groups_swap_female_and_male_only():
+    import numpy as np
+
+    from atpatch.scenarios import text_fairness
+
+    (swapped,) = text_fairness.counterfactual_sensitive(None, "gender", np.array(["female", "male", "mixed", "none"]))
+    assert swapped.tolist() == ["male", "female", "mixed", "none"]
+    assert text_fairness.protected({}) == ["gender"]
+    with pytest.raises(AtPatchError, match="'gender' only"):
+        text_fairness.counterfactual_sets({}, None, None, "race")

@@ -90,6 +90,21 @@ def counterfactual_inputs(model, frame: pd.DataFrame, attribute: str) -> list[di
     return [encode_frame(cf, model.config) for cf in counterfactuals_all_values(frame, attribute, _values(model, attribute))]
 
 
+def protected(params: dict) -> list[str]:
+    """The protected attributes (columns of the splits); the first is the gated one."""
+    return list(params["generate"]["protected"])
+
+
+def counterfactual_sets(params: dict, model, frame: pd.DataFrame, attribute: str) -> list[dict]:
+    """Kind interface for the baselines: `counterfactual_inputs` (one set per other value)."""
+    return counterfactual_inputs(model, frame, attribute)
+
+
+def counterfactual_sensitive(model, attribute: str, sensitive: np.ndarray) -> list[np.ndarray]:
+    """The value of `attribute` in each set of `counterfactual_sets` (the same for every row of a set)."""
+    return [np.full(len(sensitive), value, dtype=object) for value in _values(model, attribute)]
+
+
 def fault_labels(model, frame: pd.DataFrame, attributes: list[str]) -> np.ndarray:
     """[N, K] int8: a protected token is 1 where changing only that attribute changes the prediction."""
     x = encode_frame(frame, model.config)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from atpatch.data.fine_foods import load_reviews
 from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, skewed_split,
                                    swap_gender, text_gender)
-from atpatch.scenarios.tables import read_split, write_splits
+from atpatch.errors import AtPatchError
 from atpatch.models.text import encode
+from atpatch.scenarios.tables import read_split, write_splits
 from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, layout, limit, rng,  # noqa: F401
                                              token_strings, train_victim, validate)
 
@@ -80,6 +82,26 @@ def test_sets(params: dict, model=None) -> dict:
             "attributes": {"gender": {"sensitive": test["gender"].to_numpy(), "x_cf": [x_cf],
                                       "fault_mask": pieces.bool().numpy()}},
             "show": lambda idx: token_strings(tok, x["input_ids"][list(idx)])}
+
+
+def protected(params: dict) -> list[str]:
+    """The protected attributes (columns of the splits); the first is the gated one."""
+    return ["gender"]
+
+
+def counterfactual_sets(params: dict, model, frame: pd.DataFrame, attribute: str) -> list[dict]:
+    """Model inputs of the counterfactual of each review of `frame`: its gendered words swapped."""
+    if attribute != "gender":
+        raise AtPatchError(f"text-fairness counterfactuals: attribute 'gender' only, got {attribute!r}")
+    lex = lexicon(params)
+    return [encode(layout_tokenizer(model), [swap_gender(t, lex) for t in frame["text"]],
+                   int(params["generate"]["max_length"]))]
+
+
+def counterfactual_sensitive(model, attribute: str, sensitive: np.ndarray) -> list[np.ndarray]:
+    """The group of each counterfactual of `counterfactual_sets`: female <-> male, mixed / none kept."""
+    swap = {"female": "male", "male": "female"}
+    return [np.array([swap.get(g, g) for g in sensitive], dtype=object)]
 
 
 def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
