@@ -95,8 +95,9 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     report = {"scenario": params["scenario"], "kind": params["kind"], "default_mode": p["default_mode"],
               "definitions": DEFINITIONS, "unpatched": {k: v for k, v in base.items() if k != "eager_logits"},
               "patched": {}}
+    shipped = patchers[p["default_mode"]]  # the oracle patches like the shipped patch (benign value, layers)
     oracle = predict_oracle(model, data["x_trig"], torch.as_tensor(np.asarray(data["tokens_trig"])).bool(),
-                            det.benign, range(det.benign.shape[0]), p["batch_size"])
+                            shipped.benign, shipped.patch_layers, p["batch_size"])
     report["oracle_ASR"] = attack_success_rate(oracle.labels, data["y_trig"], target)
     raw = {}
     for mode, patched in patchers.items():

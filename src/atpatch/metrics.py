@@ -8,7 +8,7 @@ DEFINITIONS = {
     "CA": "accuracy on the clean test set",
     "ASR": "share of triggered test inputs whose true label is not the target that are classified as the target",
     "ASR_floor": "share of the same inputs without the trigger that the unpatched model classifies as the target",
-    "oracle_ASR": "ASR when the known trigger tokens (not the detector's flags) are patched at every layer: the patch's ceiling",
+    "oracle_ASR": "ASR when the known trigger tokens (not the detector's flags) are patched as the shipped patch does (its benign value and layers): the patch's ceiling",
     "DER": "(max(0, ASR_before - ASR_after) - max(0, CA_before - CA_after) + 1) / 2",
     "column_AUROC": "AUROC of the detector's position score against the per-token fault labels (candidate tokens only)",
     "input_TPR": "share of triggered inputs with at least one flagged position",

@@ -96,7 +96,7 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
 
     from atpatch.detector import Detector
     from atpatch.models.loading import load_classifier
-    from atpatch.patched import PatchedClassifier
+    from atpatch.backdoor_eval import shipped_patchers
     from atpatch.serving.pyfunc_model import predict_frame
 
     monkeypatch.chdir(ws)
@@ -112,8 +112,9 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
-    local = PatchedClassifier(load_classifier(flat["train_victim"]["out"]), Detector.load(flat["train_detector"]["out"]),
-                              mode=gate["mode"])
+    # In process, configured as the register stage ships it (mode, benign value, patched layers).
+    local = shipped_patchers(flat, load_classifier(flat["train_victim"]["out"]),
+                             Detector.load(flat["train_detector"]["out"]))[gate["mode"]]
     if kind.INPUT_KIND == "text":
         from atpatch.models.text import load_tokenizer
 
