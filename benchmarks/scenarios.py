@@ -64,6 +64,17 @@ def run_variant(scenario: str, name: str, profile: str, root: Path, reuse: bool 
             "gate": json.loads((metrics / "gate.json").read_text())}
 
 
+def collect_variant(scenario: str, name: str, profile: str, root: Path) -> dict | None:
+    """The evaluate/gate JSON of an existing workspace, without running anything (None when it has none)."""
+    metrics = root / f"{scenario}-{name}" / "metrics" / scenario
+    if not (metrics / "gate.json").is_file():
+        return None
+    return {"scenario": scenario, "variant": name, "profile": profile, "repro_seconds": None,
+            "repro": "collected from an existing workspace (not timed)",
+            "evaluate": json.loads((metrics / "evaluate.json").read_text()),
+            "gate": json.loads((metrics / "gate.json").read_text())}
+
+
 def pct(v) -> str:
     return "" if v is None else f"{100 * v:.2f}"
 
@@ -118,6 +129,30 @@ def fairness_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def minutes(seconds: float | None) -> str:
+    return "" if seconds is None else f" {seconds / 60:.1f} min"
+
+
+def baselines_summary(scenario: str) -> str:
+    """The scenario's methods side by side, from benchmarks/results/baselines-<scenario>.json (baselines.py)."""
+    from baselines import verdict
+
+    path = RESULTS / f"baselines-{scenario}.json"
+    if not path.is_file():
+        return f"Baselines: not run for {scenario} (`benchmarks/baselines.py`).\n"
+    b = json.loads(path.read_text())
+    fair = b["task"] == "fairness"
+    fault, key = ("flip rate %", "DER_flip") if fair else ("ASR %", "DER")
+    head = f"| method | CA % | {fault} | {key} | latency x | repair s |"
+    lines = [f"Baselines ({b['profile']} profile workspace, `{b['command']}`; ablations and budgets in "
+             f"[BASELINES.md](BASELINES.md)):\n", head, "|" + "---|" * (head.count("|") - 1)]
+    for r in b["rows"]:
+        m = r.get("metrics") or {}
+        lines.append(f"| {r['method']} | {pct(m.get('CA'))} | {pct(m.get('flip_rate' if fair else 'ASR'))} "
+                     f"| {num(m.get(key))} | {num(r.get('latency_ratio'), 2)} | {num(r.get('repair_seconds'), 1)} |")
+    return "\n".join(lines) + "\n\n" + verdict(b) + "\n"
+
+
 def results_markdown() -> str:
     """RESULTS.md from every benchmarks/results/<scenario>.json present."""
     parts = ["# Scenario benchmarks\n",
@@ -133,8 +168,9 @@ def results_markdown() -> str:
         fairness = "flip_rate" in results[0]["evaluate"]["unpatched"]
         parts.append(f"## {scenario} ({results[0]['profile']} profile)\n\nMade by `.venv/bin/python {data['command']}`.\n")
         parts.append(fairness_table(results) if fairness else backdoor_table(results))
-        parts.append("\n".join(f"- {r['variant']}: `dvc repro` {r.get('repro', 'from scratch')} {r['repro_seconds'] / 60:.1f} min; gate "
+        parts.append("\n".join(f"- {r['variant']}: `dvc repro` {r.get('repro', 'from scratch')}{minutes(r['repro_seconds'])}; gate "
                                 f"reasons: {r['gate']['reasons'] or 'none'}" for r in results) + "\n")
+        parts.append(baselines_summary(scenario))
     return "\n".join(parts)
 
 
@@ -146,11 +182,23 @@ def main() -> None:
     ap.add_argument("--workdir", default=str(REPO / ".work" / "bench"))
     ap.add_argument("--reuse", action="store_true",
                     help="keep existing workspaces: DVC reruns only stale stages (time recorded as incremental)")
+    ap.add_argument("--render", action="store_true", help="run nothing: regenerate RESULTS.md from the result files")
+    ap.add_argument("--collect", action="store_true",
+                    help="run nothing: take each variant's results from its existing workspace (variants without any are left out)")
     args = ap.parse_args()
+    if args.render:
+        write_bytes_atomic(REPO / "benchmarks" / "RESULTS.md", results_markdown().encode())
+        return
     command = " ".join(["benchmarks/scenarios.py", *sys.argv[1:]])
     for scenario in args.scenarios:
         names = [v for v in VARIANTS[scenario] if args.variants is None or v in args.variants]
-        results = [run_variant(scenario, v, args.profile, Path(args.workdir) / args.profile, args.reuse) for v in names]
+        root = Path(args.workdir) / args.profile
+        if args.collect:
+            results = [r for r in (collect_variant(scenario, v, args.profile, root) for v in names) if r is not None]
+            if not results:
+                raise SystemExit(f"{scenario}: no workspace under {root} has results")
+        else:
+            results = [run_variant(scenario, v, args.profile, root, args.reuse) for v in names]
         out = RESULTS / f"{scenario}.json"
         write_json_atomic(out, {"command": command, "results": results})
         log_to_mlflow(scenario, results, out)
@@ -168,7 +216,8 @@ def log_to_mlflow(scenario: str, results: list[dict], path: Path) -> None:
     with mlflow.start_run(run_name=f"benchmark:{scenario}"):
         for r in results:
             e = r["evaluate"]
-            mlflow.log_metrics({f"{r['variant']}.repro_seconds": r["repro_seconds"],
+            timed = {} if r["repro_seconds"] is None else {f"{r['variant']}.repro_seconds": r["repro_seconds"]}
+            mlflow.log_metrics({**timed,
                                 **{f"{r['variant']}.unpatched.{k}": v for k, v in e["unpatched"].items()
                                    if isinstance(v, (int, float))},
                                 **{f"{r['variant']}.{mode}.{k}": v for mode, m in e["patched"].items()
