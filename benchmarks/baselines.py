@@ -476,6 +476,16 @@ def patcher(bench: Bench, det, mode: str | None = None, patch_layers="shipped", 
                              benign_value=benign_value or s.get("benign_value") or "unified")
 
 
+def recalibrated(bench: Bench, fpr: float, min_threshold: float):
+    """A copy of the shipped detector with its threshold set for `fpr` on the calibration part (no refit)."""
+    det = copy.deepcopy(bench.det)
+    feats = bench.features
+    calib = feats["calib"].bool()
+    x = feats["features"][:, :, det.config.layers]
+    det.calibrate(x[calib], feats["candidate"][calib].bool(), fpr=fpr, min_threshold=min_threshold)
+    return det
+
+
 def detector_params(bench: Bench, **network) -> dict:
     p = copy.deepcopy(bench.flat["train_detector"])
     p["network"] = {**p["network"], **network}
@@ -579,13 +589,9 @@ def ablations(bench: Bench, groups: list[str], reference: dict, main: dict, log:
                     rows.append({"group": group, "value": fpr, "metrics": reference, "note": "reference",
                                  "threshold": bench.det.config.threshold})
                     continue
-                det = copy.deepcopy(bench.det)
-                calib = feats["calib"].bool()
-                x = feats["features"][:, :, det.config.layers]
-                det.calibrate(x[calib], feats["candidate"][calib].bool(), fpr=fpr,
-                              min_threshold=bench.flat["train_detector"]["min_threshold"])
+                det = recalibrated(bench, fpr, float(bench.flat["train_detector"]["min_threshold"]))
                 add(group, fpr, lambda d=det: patcher(bench, d), threshold=det.config.threshold,
-                    calib_inputs=int(calib.sum()))
+                    calib_inputs=int(feats["calib"].bool().sum()))
             elif group == "loss":
                 if value == "contrastive":
                     w = float(bench.flat["train_detector"]["network"]["contrastive_weight"])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import sys
 import time
 from pathlib import Path
@@ -41,21 +40,11 @@ FAIRNESS_KEYS = ("CA", "flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction",
 BACKDOOR_KEYS = ("CA", "ASR", "DER", "input_flag_rate_clean", "input_flag_rate_triggered")
 
 
-def recalibrated(bench: B.Bench, fpr: float, min_threshold: float):
-    """A copy of the shipped detector with its threshold set for `fpr` on the calibration part."""
-    det = copy.deepcopy(bench.det)
-    feats = bench.features
-    calib = feats["calib"].bool()
-    x = feats["features"][:, :, det.config.layers]
-    det.calibrate(x[calib], feats["candidate"][calib].bool(), fpr=fpr, min_threshold=min_threshold)
-    return det
-
-
 def sweep(bench: B.Bench, fprs: list[float], benign: list[str], min_threshold: float, mode: str | None) -> list[dict]:
     keys = FAIRNESS_KEYS if bench.fairness else BACKDOOR_KEYS
     points = []
     for fpr in fprs:
-        det = recalibrated(bench, fpr, min_threshold)
+        det = B.recalibrated(bench, fpr, min_threshold)
         for value in benign:
             t0 = time.perf_counter()
             m = bench.eval_patched(B.patcher(bench, det, mode=mode, benign_value=value))

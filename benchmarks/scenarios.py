@@ -57,10 +57,14 @@ def run_variant(scenario: str, name: str, profile: str, root: Path, reuse: bool 
     subprocess.run([str(REPO / ".venv/bin/dvc"), "repro", f"register@{scenario}"], cwd=ws, check=True,
                    env=pipeline_env(ws))
     seconds = time.perf_counter() - start
-    metrics = ws / "metrics" / scenario
     return {"scenario": scenario, "variant": name, "profile": profile, "repro_seconds": seconds,
             "repro": "incremental (existing workspace)" if incremental else "from scratch",
-            "evaluate": json.loads((metrics / "evaluate.json").read_text()),
+            **stage_reports(ws / "metrics" / scenario)}
+
+
+def stage_reports(metrics: Path) -> dict:
+    """The evaluate and gate stages' JSON of one workspace."""
+    return {"evaluate": json.loads((metrics / "evaluate.json").read_text()),
             "gate": json.loads((metrics / "gate.json").read_text())}
 
 
@@ -70,9 +74,7 @@ def collect_variant(scenario: str, name: str, profile: str, root: Path) -> dict 
     if not (metrics / "gate.json").is_file():
         return None
     return {"scenario": scenario, "variant": name, "profile": profile, "repro_seconds": None,
-            "repro": "collected from an existing workspace (not timed)",
-            "evaluate": json.loads((metrics / "evaluate.json").read_text()),
-            "gate": json.loads((metrics / "gate.json").read_text())}
+            "repro": "collected from an existing workspace (not timed)", **stage_reports(metrics)}
 
 
 def pct(v) -> str:

@@ -77,9 +77,9 @@ def test_sets(params: dict, model=None) -> dict:
     test = test[test["gender"].isin(GROUPS)].reset_index(drop=True)
     texts = test["text"].tolist()
     x, pieces = gendered_token_labels(tok, texts, max_length, lex)
-    x_cf = encode(tok, [swap_gender(t, lex) for t in texts], max_length)
     return {"x": x, "y": test["label"].to_numpy(), "primary": "gender",
-            "attributes": {"gender": {"sensitive": test["gender"].to_numpy(), "x_cf": [x_cf],
+            "attributes": {"gender": {"sensitive": test["gender"].to_numpy(),
+                                      "x_cf": counterfactual_sets(params, model, test, "gender", lex),
                                       "fault_mask": pieces.bool().numpy()}},
             "show": lambda idx: token_strings(tok, x["input_ids"][list(idx)])}
 
@@ -89,11 +89,12 @@ def protected(params: dict) -> list[str]:
     return ["gender"]
 
 
-def counterfactual_sets(params: dict, model, frame: pd.DataFrame, attribute: str) -> list[dict]:
-    """Model inputs of the counterfactual of each review of `frame`: its gendered words swapped."""
+def counterfactual_sets(params: dict, model, frame: pd.DataFrame, attribute: str, lex=None) -> list[dict]:
+    """Model inputs of the counterfactual of each review of `frame`: its gendered words swapped
+    (`lex`: the scenario's lexicon when the caller already has it)."""
     if attribute != "gender":
         raise AtPatchError(f"text-fairness counterfactuals: attribute 'gender' only, got {attribute!r}")
-    lex = lexicon(params)
+    lex = lex or lexicon(params)
     return [encode(layout_tokenizer(model), [swap_gender(t, lex) for t in frame["text"]],
                    int(params["generate"]["max_length"]))]
 
