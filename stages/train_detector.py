@@ -2,7 +2,9 @@
 
 Reads the extract features; fits on the "fit" part (triggered + clean inputs), estimates the
 unified benign attention from benign tokens of clean fit inputs, sets the threshold on the
-held-out clean "calib" part, and writes detector.safetensors + detector.json atomically.
+held-out clean "calib" part (and, with `recall_holdout` > 0, bounds it from above with a seeded
+held-out share of the triggered inputs: `calibration_recall`), and writes detector.safetensors +
+detector.json atomically.
 """
 
 from __future__ import annotations

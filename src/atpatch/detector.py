@@ -196,25 +196,49 @@ class Detector(nn.Module):
                     module.weight.normal_(generator=gen)
 
     @torch.no_grad()
-    def calibrate(self, features: torch.Tensor, candidate: torch.Tensor, fpr: float = 0.01, min_threshold: float = 0.5) -> float:
-        """Set the flagging threshold on clean inputs, per input.
+    def calibrate(self, features: torch.Tensor, candidate: torch.Tensor, fpr: float = 0.01, min_threshold: float = 0.5,
+                  faulty: tuple[torch.Tensor, torch.Tensor] | None = None, recall: float | None = None) -> float:
+        """Set the flagging threshold on held-out inputs, per input.
 
         features: [B, K, L, F] of clean inputs; candidate: [B, K] bool. After this at most
         floor(fpr * B) of these inputs have any candidate position scoring above the threshold.
         The threshold never goes below `min_threshold`.
+
+        faulty: optional (features [M, K, L, F], fault tokens [M, K] bool) of held-out faulty inputs,
+        with `recall` the share of them that must keep a flag on a fault token. When the clean bound
+        (the FPR cut) lies below the highest cut that keeps this recall, the threshold goes to the
+        middle of the gap, in logits: a detector whose clean and faulty logits are far apart then
+        does not sit at the very edge of the clean calibration inputs, where a handful of clean
+        inputs decides the test false-flag rate. Without a gap the FPR cut stands.
         """
-        with torch.no_grad():  # on logits: scores saturate at 1.0 and would tie (see logit_threshold)
-            logits = self.logits(features).masked_fill(~candidate.bool(), -torch.inf)  # [B, K]
-        per_input = logits.amax(-1).sort(descending=True).values  # [B]
+        per_input = self._input_logits(features, candidate).sort(descending=True).values  # [B]
         allowed = int(math.floor(fpr * len(per_input)))
         cut = float(per_input[allowed]) if allowed < len(per_input) else -math.inf
-        self.config.logit_threshold = max(cut, _logit(min_threshold))
-        self.config.threshold = float(torch.sigmoid(torch.tensor(self.config.logit_threshold)))
-        threshold = self.config.threshold
-        flagged = float(self.flags(per_input).double().mean())
-        self.config.calibration = {"fpr_target": fpr, "inputs": len(per_input), "flagged_rate": flagged,
-                                   "min_threshold": min_threshold}
-        return threshold
+        low = max(cut, _logit(min_threshold))
+        info = {"fpr_target": fpr, "inputs": len(per_input), "min_threshold": min_threshold, "fpr_cut_logit": low}
+        threshold = low
+        if faulty is not None and recall is not None and len(faulty[0]):
+            high = self._recall_cut(faulty, recall)
+            info.update(recall_target=recall, recall_inputs=len(faulty[0]), recall_cut_logit=high)
+            threshold = (low + high) / 2 if high > low else low
+        self.config.logit_threshold = threshold
+        self.config.threshold = float(torch.sigmoid(torch.tensor(threshold)))
+        info["flagged_rate"] = float(self.flags(per_input).double().mean())
+        if faulty is not None and len(faulty[0]):
+            info["faulty_flagged_rate"] = float(self.flags(self._input_logits(*faulty)).double().mean())
+        self.config.calibration = info
+        return self.config.threshold
+
+    def _input_logits(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Per input, the highest logit among `positions` [B, K] (-inf if none); on logits because
+        scores saturate at 1.0 and would tie (see logit_threshold)."""
+        return self.logits(features).masked_fill(~positions.bool(), -torch.inf).amax(-1)
+
+    def _recall_cut(self, faulty: tuple[torch.Tensor, torch.Tensor], recall: float) -> float:
+        """The highest logit cut that still flags a fault token in >= `recall` of the faulty inputs."""
+        per_input = self._input_logits(*faulty).sort().values  # ascending
+        missed = int(math.floor((1.0 - recall) * len(per_input)))  # inputs allowed to go unflagged
+        return float(per_input[missed]) if missed < len(per_input) else math.inf
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

@@ -41,6 +41,9 @@ DETECTOR_DEFAULTS = {
     "network": {"hidden": 64, "embed": 32, "proj": 32, "temperature": 0.1, "contrastive_weight": 1.0,
                 "steps": 1500, "batch_size": 256, "lr": 0.003, "min_std": 0.05},
     "calibration_fpr": 0.005, "min_threshold": 0.5,
+    # Off by default: a seeded share of the faulty fit inputs held out to bound the threshold from
+    # above (Detector.calibrate's `faulty` / `recall`); it costs training data.
+    "recall_holdout": 0.0, "calibration_recall": None,
 }
 PATCH_DEFAULTS = {"mode": "two-pass", "patch_layers": None, "benign_value": "unified"}
 DEBUG_SET_FORMAT = __doc__[__doc__.index("Debugging-set file format"):].strip()
@@ -149,7 +152,8 @@ def fit_detector(data: dict, p: dict, model_type: str, heads: int, seed: int,
     """Fit the detector, estimate u[l, h] and calibrate per input; return (detector, training metrics).
 
     data: {"features" [N, K, L, F], "candidate" [N, K], "token_labels" [N, K], "triggered" [N],
-    "calib" [N]}; p: a train_detector section (layers, kinds, network, calibration_fpr, min_threshold).
+    "calib" [N]}; p: a train_detector section (layers, kinds, network, calibration_fpr, min_threshold,
+    optional recall_holdout / calibration_recall).
     Stage `train_detector`'s `fit_detector` is this with layout=VISION_LAYOUT.
     """
     from .detector import Detector, DetectorConfig
@@ -158,7 +162,8 @@ def fit_detector(data: dict, p: dict, model_type: str, heads: int, seed: int,
 
     feats, cand, labels = data["features"], data["candidate"].bool(), data["token_labels"].long()
     calib, triggered = data["calib"].bool(), data["triggered"].bool()
-    fit = ~calib
+    held = recall_holdout(triggered & ~calib, p.get("recall_holdout") or 0.0, seed)
+    fit = ~calib & ~held
     n_layers = feats.shape[2]
     layers = list(range(n_layers)) if p["layers"] is None else list(p["layers"])
     config = DetectorConfig(layers=layers, heads=heads, kinds=list(p["kinds"]), model_type=model_type,
@@ -170,16 +175,31 @@ def fit_detector(data: dict, p: dict, model_type: str, heads: int, seed: int,
     clean_fit = fit & ~triggered
     mass = select_kind(feats[clean_fit], heads, tuple(p["kinds"]), "mean")  # [N, K, L, H]
     det.benign = benign_attention(mass, cand[clean_fit], labels[clean_fit])
-    det.calibrate(x[calib], cand[calib], fpr=p["calibration_fpr"], min_threshold=p["min_threshold"])
+    faulty = (x[held], cand[held] & labels[held].bool()) if bool(held.any()) else None
+    det.calibrate(x[calib], cand[calib], fpr=p["calibration_fpr"], min_threshold=p["min_threshold"],
+                  faulty=faulty, recall=p.get("calibration_recall"))
     scores, flagged = det.score(x[fit]), det.flags(det.logits(x[fit]).detach())
     metrics = {**losses, "threshold": det.config.threshold,
                "calib_input_flag_rate": det.config.calibration["flagged_rate"],
+               **({"recall_holdout_inputs": int(held.sum()),
+                   "recall_holdout_flag_rate": det.config.calibration["faulty_flagged_rate"]} if faulty else {}),
                **{f"fit_{k}": v for k, v in detection_metrics(
                    scores[cand[fit]].numpy(), labels[fit][cand[fit]].numpy(),
                    flagged[cand[fit]].numpy()).items()},
                "fit_input_flag_rate_triggered": input_flag_rate(
                    (flagged & cand[fit])[triggered[fit]].numpy())}
     return det, metrics
+
+
+def recall_holdout(faulty: torch.Tensor, share: float, seed: int) -> torch.Tensor:
+    """[N] bool: a seeded `share` of the `faulty` inputs, kept out of training to calibrate recall."""
+    if not 0.0 <= share < 1.0:
+        raise AtPatchError(f"train_detector.recall_holdout: expected a share in [0, 1), got {share}")
+    idx = torch.nonzero(faulty).squeeze(1)
+    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))]
+    held = torch.zeros_like(faulty)
+    held[idx[: int(share * len(idx))]] = True
+    return held
 
 
 def detector_settings(overrides: dict | None = None) -> dict:

@@ -44,3 +44,35 @@ def test_set_threshold_moves_both_views():
     assert math.isclose(det.flag_logit, math.log(9.0)) and det.config.threshold == 0.9
     det.set_threshold(1.0)
     assert det.flag_logit == math.inf and not det.flags(torch.tensor([1e9])).any()
+
+
+def test_recall_bound_moves_the_cut_to_the_middle_of_the_gap():
+    det = _detector()
+    clean = _features([[-9.0 + i, -20.0] for i in range(10)])  # input maxima -9..0
+    faulty = _features([[-20.0, 8.0], [-20.0, 10.0], [30.0, 12.0]])  # fault token at position 1
+    fault_tokens = torch.tensor([[False, True]] * 3)  # the 30.0 is not a fault token: it does not count
+    det.calibrate(clean, torch.ones(10, 2, dtype=torch.bool), fpr=0.0, min_threshold=0.0001,
+                  faulty=(faulty, fault_tokens), recall=1.0)
+    c = det.config.calibration
+    assert c["fpr_cut_logit"] == 0.0 and c["recall_cut_logit"] == 8.0
+    assert det.config.logit_threshold == 4.0  # the middle of (0, 8)
+    assert c["flagged_rate"] == 0.0 and c["faulty_flagged_rate"] == 1.0
+
+
+def test_recall_bound_below_the_fpr_cut_leaves_the_fpr_cut():
+    det = _detector()
+    clean = _features([[float(i), -20.0] for i in range(10)])  # maxima 0..9
+    faulty = _features([[-20.0, 3.0], [-20.0, 20.0]])
+    det.calibrate(clean, torch.ones(10, 2, dtype=torch.bool), fpr=0.1, min_threshold=0.5,
+                  faulty=(faulty, torch.ones(2, 2, dtype=torch.bool)), recall=1.0)
+    assert det.config.logit_threshold == 8.0  # FPR 0.1 of 10: one input (the 9.0) may be flagged
+    assert det.config.calibration["faulty_flagged_rate"] == 0.5
+
+
+def test_recall_allows_the_lowest_faulty_inputs_to_go_unflagged():
+    det = _detector()
+    faulty = _features([[float(v)] for v in (1.0, 5.0, 6.0, 7.0)])
+    det.calibrate(_features([[-1.0]]), torch.ones(1, 1, dtype=torch.bool), fpr=0.0, min_threshold=0.5,
+                  faulty=(faulty, torch.ones(4, 1, dtype=torch.bool)), recall=0.75)
+    assert det.config.calibration["recall_cut_logit"] == 5.0  # one of four (the 1.0) may be missed
+    assert det.config.logit_threshold == 2.5
