@@ -28,6 +28,8 @@ def log_report(report: dict, files: list[Path], out: Path) -> None:
     metrics = {**numbers(report["unpatched"], "unpatched."), **numbers(report, ""), **numbers(report["latency"], "")}
     for mode, m in report["patched"].items():
         metrics.update(numbers(m, f"{mode}."))
+    if report.get("oracle"):  # fairness: the patch's ceiling (backdoor: oracle_ASR, at top level)
+        metrics.update(numbers(report["oracle"], "oracle."))
     mlflow.log_metrics(metrics)
     for f in files + [out]:
         mlflow.log_artifact(str(f))

@@ -4,10 +4,16 @@ Metrics (definitions in FAIRNESS_DEFINITIONS, stored in the report): accuracy (C
 flip rate, demographic parity difference and equalized odds difference (Fairlearn), detection of
 the protected tokens that cause flips, clean-input flag rate, latency.
 
+The report's `oracle` block: the same metrics when the primary attribute's tokens are patched in every
+test input and every counterfactual (flip or not), the way the shipped patch patches (benign value,
+layers), with no detector: the ceiling of the patch (backdoor scenarios: `oracle_ASR`).
+
 Test data come from the scenario's `test_sets(params, model)`: `x` model inputs, `y` labels, `primary`
 the attribute the gate judges, `attributes[name]` = {"sensitive": group per input, "x_cf": list of
 counterfactual input dicts (only that attribute swapped), "fault_mask": [N, K] bool positions of
-the attribute's tokens}, `show(indices)` the token strings of those inputs, for figures.
+the attribute's tokens in `x`, "fault_mask_cf": list (one per entry of `x_cf`) of [N, K] bool positions
+of the attribute's tokens in that counterfactual input (word pieces can move when a word is swapped)},
+`show(indices)` the token strings of those inputs, for figures.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import torch
 
 from atpatch import plots
 from atpatch.backdoor_eval import attention_figure, latency, roc_files, shipped_patchers
-from atpatch.evaluation import predict_patched, predict_plain
+from atpatch.errors import AtPatchError
+from atpatch.evaluation import predict_oracle, predict_patched, predict_plain
 from atpatch.fairness import counterfactual_flip_rate, group_metrics
 from atpatch.metrics import DEFINITIONS, detection_metrics, input_flag_rate
 
@@ -36,6 +43,8 @@ FAIRNESS_DEFINITIONS = {
     "input_flag_rate_clean": "share of test inputs without a flip (no fault) that get any flag",
     "input_flag_rate_faulty": "share of test inputs with a flip that get any flag",
     "reduction": "relative reduction (before - after) / before",
+    "oracle": "the ceiling of the patch, no detector: the protected attribute's tokens patched in every test input "
+              "and every counterfactual input (flipping or not), with the shipped patch's benign value and layers",
 }
 
 
@@ -70,6 +79,42 @@ def reductions(before: dict, after: dict) -> dict:
     return {f"{m}_reduction": rel(before[m], after[m]) for m in ("flip_rate", "dp_diff", "eo_diff")}
 
 
+def oracle_masks(data: dict) -> list[tuple[dict, np.ndarray]]:
+    """(inputs, [N, K] bool mask of the primary attribute's tokens) for `x` and every counterfactual set.
+
+    The primary attribute's own counterfactuals use its `fault_mask_cf`; another attribute's
+    counterfactuals swap only that attribute, so the primary's tokens keep their `fault_mask` positions.
+    """
+    primary = data["attributes"][data["primary"]]
+    out = [(data["x"], primary["fault_mask"])]
+    for name, a in data["attributes"].items():
+        if name != data["primary"]:
+            out += [(x_cf, primary["fault_mask"]) for x_cf in a["x_cf"]]
+            continue
+        masks = a.get("fault_mask_cf")
+        if masks is None or len(masks) != len(a["x_cf"]):
+            raise AtPatchError(f"test_sets: attributes[{name!r}] needs 'fault_mask_cf', one mask per counterfactual "
+                               f"set ({len(a['x_cf'])}), got {None if masks is None else len(masks)}")
+        out += list(zip(a["x_cf"], masks))
+    return out
+
+
+def oracle_metrics(model, data: dict, report_unpatched: dict, benign: torch.Tensor, layers, batch: int) -> dict:
+    """The `oracle` block: attribute_metrics of `predict_oracle` with the primary attribute's tokens flagged
+    in every input (test and counterfactual), as a `patched[mode]` block without detection and latency."""
+    masks = oracle_masks(data)
+
+    def oracle(x, desc):
+        mask = next(m for inputs, m in masks if inputs is x)  # attribute_metrics passes these very dicts
+        flags = torch.as_tensor(np.asarray(mask)).bool()
+        return predict_oracle(model, x, flags, benign, layers, batch).labels
+
+    pred, per_attr = attribute_metrics(oracle, data)
+    m = summary(pred, data["y"], per_attr, data["primary"])
+    m.update(reductions(report_unpatched, m))
+    return m
+
+
 def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     """The evaluate.json report of a fairness scenario and raw scores for the figures."""
     p, primary = params["evaluate"], data["primary"]
@@ -86,6 +131,8 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     faults = data["attributes"][primary]["fault_mask"] & flipped[:, None]
     raw = {}
     patchers = shipped_patchers(params, model, det)
+    shipped = patchers[p["default_mode"]]  # the oracle patches like the shipped patch (benign value, layers)
+    report["oracle"] = oracle_metrics(model, data, report["unpatched"], shipped.benign, shipped.patch_layers, batch)
     for mode, patched in patchers.items():
         runs = {}
 
@@ -153,4 +200,8 @@ def print_table(report: dict) -> None:
         table.add_row(f"AtPatch {mode}", fmt(m["CA"], 100, 2), fmt(m["flip_rate"], 100, 2), fmt(m["dp_diff"]),
                       fmt(m["eo_diff"]), fmt(m["input_flag_rate_clean"], 100, 2), fmt(m.get("column_auroc"), 1, 4),
                       fmt(m["latency_ratio_default"], 1, 2))
+    o = report.get("oracle")
+    if o:
+        table.add_row("oracle (no detector)", fmt(o["CA"], 100, 2), fmt(o["flip_rate"], 100, 2),
+                      fmt(o["dp_diff"]), fmt(o["eo_diff"]), "", "", "")
     Console().print(table)

@@ -52,3 +52,40 @@ def test_text_fairness_counterfactual_groups_swap_female_and_male_only():
     assert text_fairness.protected({}) == ["gender"]
     with pytest.raises(AtPatchError, match="'gender' only"):
         text_fairness.counterfactual_sets({}, None, None, "race")
+
+
+def test_text_fairness_counterfactual_masks_mark_the_swapped_pieces(monkeypatch):
+    """A swapped name with another piece count moves the gendered pieces: fault_mask_cf follows them."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from atpatch.data.gendered import GenderLexicon
+    from atpatch.models.text import encode
+    from atpatch.scenarios import text_fairness
+    from atpatch.tiny import text_tokenizer
+
+    tok = text_tokenizer(["he", "she", "tea"])
+    assert len(tok.tokenize("Zebulon")) > len(tok.tokenize("Ann")) == 1
+    lex = GenderLexicon(female_names=("Ann",), male_names=("Zebulon",))
+    frame = pd.DataFrame({"text": ["Ann says she likes tea.", "tea tea", "Zebulon drank his tea", "he and she"],
+                          "label": [1, 0, 0, 1], "gender": ["female", "none", "male", "mixed"]})
+    monkeypatch.setattr(text_fairness, "read_split", lambda params, name: frame)
+    monkeypatch.setattr(text_fairness, "lexicon", lambda params: lex)
+    params, model = {"generate": {"max_length": 24}}, SimpleNamespace(atpatch_tokenizer=tok)
+
+    data = text_fairness.test_sets(params, model)
+    gender = data["attributes"]["gender"]
+    (x_cf,), (mask_cf,) = gender["x_cf"], gender["fault_mask_cf"]
+    swapped = ["Zebulon says he likes tea.", "Ann drank her tea"]
+    assert torch.equal(x_cf["input_ids"], encode(tok, swapped, 24)["input_ids"])
+    assert mask_cf.dtype == bool and mask_cf.shape == gender["fault_mask"].shape == (2, 24)
+    ids = x_cf["input_ids"]
+    marked = [tok.convert_ids_to_tokens(ids[i][torch.from_numpy(m)].tolist()) for i, m in enumerate(mask_cf)]
+    assert marked == [tok.tokenize("Zebulon") + tok.tokenize("he"), tok.tokenize("Ann") + tok.tokenize("her")]
+    assert not np.array_equal(mask_cf, gender["fault_mask"])  # the pieces moved
+    # counterfactual_sets (the baselines' interface) returns the same inputs
+    (same,) = text_fairness.counterfactual_sets(params, model, frame.iloc[[0, 2]], "gender", lex)
+    assert all(torch.equal(same[k], x_cf[k]) for k in x_cf)

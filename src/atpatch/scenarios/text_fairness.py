@@ -21,7 +21,6 @@ from atpatch.data.fine_foods import load_reviews
 from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, skewed_split,
                                    swap_gender, text_gender)
 from atpatch.errors import AtPatchError
-from atpatch.models.text import encode
 from atpatch.scenarios.tables import read_split, write_splits
 from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, layout, limit, rng,  # noqa: F401
                                              token_strings, train_victim, validate)
@@ -77,10 +76,11 @@ def test_sets(params: dict, model=None) -> dict:
     test = test[test["gender"].isin(GROUPS)].reset_index(drop=True)
     texts = test["text"].tolist()
     x, pieces = gendered_token_labels(tok, texts, max_length, lex)
+    x_cf, pieces_cf = _swapped(tok, texts, max_length, lex)
     return {"x": x, "y": test["label"].to_numpy(), "primary": "gender",
-            "attributes": {"gender": {"sensitive": test["gender"].to_numpy(),
-                                      "x_cf": counterfactual_sets(params, model, test, "gender", lex),
-                                      "fault_mask": pieces.bool().numpy()}},
+            "attributes": {"gender": {"sensitive": test["gender"].to_numpy(), "x_cf": [x_cf],
+                                      "fault_mask": pieces.bool().numpy(),
+                                      "fault_mask_cf": [pieces_cf.bool().numpy()]}},
             "show": lambda idx: token_strings(tok, x["input_ids"][list(idx)])}
 
 
@@ -95,8 +95,13 @@ def counterfactual_sets(params: dict, model, frame: pd.DataFrame, attribute: str
     if attribute != "gender":
         raise AtPatchError(f"text-fairness counterfactuals: attribute 'gender' only, got {attribute!r}")
     lex = lex or lexicon(params)
-    return [encode(layout_tokenizer(model), [swap_gender(t, lex) for t in frame["text"]],
-                   int(params["generate"]["max_length"]))]
+    return [_swapped(layout_tokenizer(model), frame["text"].tolist(), int(params["generate"]["max_length"]), lex)[0]]
+
+
+def _swapped(tok, texts: list[str], max_length: int, lex) -> tuple[dict, torch.Tensor]:
+    """The gender-swapped texts encoded (as `encode` does) and their gendered word pieces [N, max_length]
+    (a swapped word can tokenise to another number of pieces, so the positions can move)."""
+    return gendered_token_labels(tok, [swap_gender(t, lex) for t in texts], max_length, lex)
 
 
 def counterfactual_sensitive(model, attribute: str, sensitive: np.ndarray) -> list[np.ndarray]:
