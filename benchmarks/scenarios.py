@@ -34,6 +34,7 @@ VARIANTS = {
     "vision-backdoor": {"corner": {"generate": {"trigger": {"position": "corner"}}},
                         "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}}},
     "tabular-fairness": {"sex": {}},
+    "tabular-fairness-compas": {"default": {}},
     "text-backdoor": {"default": {}},
     "text-fairness": {"default": {}},
 }
@@ -103,6 +104,9 @@ def backdoor_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+ORACLE_ROW = "protected tokens patched in every input (oracle, no detector)"
+
+
 def fairness_table(results: list[dict]) -> str:
     """Markdown table: one row per variant, method and protected attribute."""
     head = ("| variant | method | attribute | accuracy % | flip rate % | DP diff | EO diff | reductions flip / DP / EO "
@@ -111,12 +115,15 @@ def fairness_table(results: list[dict]) -> str:
     for r in results:
         e = r["evaluate"]
         blocks = [("unpatched", e["unpatched"])] + [(f"AtPatch {k}", v) for k, v in e["patched"].items()]
+        if e.get("oracle"):  # older reports have none
+            blocks.append((ORACLE_ROW, e["oracle"]))
         for method, m in blocks:
             for attr, a in m["by_attribute"].items():
-                patched = method != "unpatched"
+                changed = method != "unpatched"  # reductions vs unpatched
+                patched = method.startswith("AtPatch ")  # a detector: flags, AUROC, latency
                 primary = attr == e["primary_attribute"]
                 red = ""
-                if patched:
+                if changed:
                     base = e["unpatched"]["by_attribute"][attr]
                     red = " / ".join(pct(None if not base[k] else (base[k] - a[k]) / base[k])
                                      for k in ("flip_rate", "dp_diff", "eo_diff"))
@@ -127,7 +134,8 @@ def fairness_table(results: list[dict]) -> str:
                              f"| {pct(m.get('input_flag_rate_clean')) if patched else ''} "
                              f"| {pct(m.get('input_flag_rate_faulty')) if patched else ''} "
                              f"| {num(m.get('column_auroc')) if patched else ''} "
-                             f"| {num(m.get('latency_ratio_default'), 2) if patched else '1.00'} | {gate} |")
+                             f"| {num(m.get('latency_ratio_default'), 2) if patched else '' if changed else '1.00'} "
+                             f"| {gate} |")
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +231,9 @@ def log_to_mlflow(scenario: str, results: list[dict], path: Path) -> None:
                                 **{f"{r['variant']}.unpatched.{k}": v for k, v in e["unpatched"].items()
                                    if isinstance(v, (int, float))},
                                 **{f"{r['variant']}.{mode}.{k}": v for mode, m in e["patched"].items()
-                                   for k, v in m.items() if isinstance(v, (int, float))}})
+                                   for k, v in m.items() if isinstance(v, (int, float))},
+                                **{f"{r['variant']}.oracle.{k}": v for k, v in (e.get("oracle") or {}).items()
+                                   if isinstance(v, (int, float))}})
         mlflow.log_artifact(str(path))
 
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 DEFAULT_SCENARIO = "vision-backdoor"
-SCENARIOS = ("vision-backdoor", "text-backdoor", "tabular-fairness", "text-fairness")
+SCENARIOS = ("vision-backdoor", "text-backdoor", "tabular-fairness", "tabular-fairness-compas", "text-fairness")
 PROFILES = ("default", "small")
 
 app = typer.Typer(name="atpatch", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

@@ -35,6 +35,9 @@ EXPECTED = {
     "tabular-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
                          "defined": ["CA", "flip_rate", "dp_diff", "eo_diff"],
                          "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
+    "tabular-fairness-compas": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
+                                "defined": ["CA", "flip_rate", "dp_diff", "eo_diff"],
+                                "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
 }
 
 

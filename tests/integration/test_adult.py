@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from atpatch import KINDS, Detector, DetectorConfig, PatchedClassifier, benign_attention, record, select_kind
-from atpatch.data.adult import (ADULT_FILE, ADULT_SHA256, CATEGORICAL, LABEL, NUMERIC, fetch_adult, load_adult,
-                                skew_group_label, split_adult)
+from atpatch.data.adult import ADULT_FILE, ADULT_SHA256, CATEGORICAL, LABEL, NUMERIC, fetch_adult, load_adult, split_adult
+from atpatch.data.tabular import skew_group_label
 from atpatch.data.fetch import sha256_file
 from atpatch.errors import AtPatchError, ShapeError
 from atpatch.fairness import SEX_SWAP, counterfactual, fault_token_labels

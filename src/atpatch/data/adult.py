@@ -8,6 +8,8 @@ which pip 24.1 and later refuse; when the running pip refuses, a throwaway venv 
 downloads it instead.
 
     python -m atpatch.data.adult data/raw/adult      # what setup runs (idempotent, ~2 s when cached)
+
+COMPAS's loader is atpatch.data.compas; the helpers both loaders share are in atpatch.data.tabular.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 from atpatch.data.fetch import sha256_file
+from atpatch.data.tabular import LABEL, TabularDataset, check_protected, read_raw_csv, split_frame, to_int
 from atpatch.errors import AtPatchError
 from atpatch.io import write_bytes_atomic
 
@@ -43,7 +46,7 @@ CATEGORICAL: tuple[str, ...] = ("workclass", "education", "marital-status", "occ
                                 "race", "sex", "native-country")
 RAW_LABEL = "income-per-year"
 COLUMNS: tuple[str, ...] = NUMERIC + CATEGORICAL + (RAW_LABEL,)
-LABEL = "label"  # 1 when income > 50K, else 0
+# LABEL (atpatch.data.tabular): 1 when income > 50K, else 0
 POSITIVE = ">50K"
 NEGATIVE = "<=50K"
 FEATURE_NUMERIC: tuple[str, ...] = tuple(c for c in NUMERIC if c != "fnlwgt")
@@ -145,29 +148,12 @@ def load_adult(path: Path | str, protected: tuple[str, ...] = PROTECTED, missing
     replaced by `label`. Raises AtPatchError naming the file (and the column) when the file is
     missing, not a CSV, lacks a column or holds a value of the wrong kind.
     """
-    import pandas as pd
-
     path = Path(path)
     if missing not in ("drop", "keep"):
         raise AtPatchError(f"load_adult: missing must be 'drop' or 'keep', got {missing!r}")
-    bad = [c for c in protected if c not in CATEGORICAL]
-    if bad:
-        raise AtPatchError(f"load_adult: protected attributes {bad} are not categorical Adult columns {list(CATEGORICAL)}")
-    if not path.is_file():
-        raise AtPatchError(f"{path}: Adult CSV not found; run `python -m atpatch.data.adult {path.parent}` "
-                           "(scripts/setup.sh does) to fetch it")
-    try:
-        frame = pd.read_csv(path, dtype=str, skipinitialspace=True, keep_default_na=False)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise AtPatchError(f"{path}: not a readable CSV file ({type(exc).__name__}: {str(exc)[:200]})") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
-    absent = [c for c in COLUMNS if c not in frame.columns]
-    if absent:
-        raise AtPatchError(f"{path}: expected Adult column(s) {absent} are missing; columns present: "
-                           f"{list(frame.columns)[:20]}")
-    frame = frame[list(COLUMNS)].apply(lambda s: s.str.strip())
-    if len(frame) == 0:
-        raise AtPatchError(f"{path}: no data rows")
+    check_protected(protected, CATEGORICAL, "load_adult", "Adult")
+    frame = read_raw_csv(path, COLUMNS, "Adult", f"run `python -m atpatch.data.adult {path.parent}` "
+                                                 "(scripts/setup.sh does) to fetch it")
     is_missing = frame[list(CATEGORICAL)].eq(MISSING) | frame.eq("")[list(CATEGORICAL)]
     if missing == "drop":
         frame = frame[~is_missing.any(axis=1)]
@@ -176,12 +162,7 @@ def load_adult(path: Path | str, protected: tuple[str, ...] = PROTECTED, missing
     for col in protected:
         if frame[col].eq(MISSING).any():
             raise AtPatchError(f"{path}: protected column {col!r} has missing values")
-    for col in NUMERIC:
-        values = pd.to_numeric(frame[col], errors="coerce")
-        if values.isna().any():
-            example = frame.loc[values.isna(), col].iloc[0]
-            raise AtPatchError(f"{path}: numeric column {col!r} holds a non-number ({example!r})")
-        frame[col] = values.astype("int64")
+    to_int(frame, NUMERIC, path)
     raw = frame.pop(RAW_LABEL).str.rstrip(".")  # the UCI test file writes ">50K."
     unknown = sorted(set(raw.unique()) - {POSITIVE, NEGATIVE})
     if unknown:
@@ -192,55 +173,15 @@ def load_adult(path: Path | str, protected: tuple[str, ...] = PROTECTED, missing
 
 def split_adult(frame, test_size: float = 0.2, debug_size: float = 0.1, seed: int = 0,
                 stratify: tuple[str, ...] = (LABEL, "sex")) -> dict:
-    """Seeded stratified split into {"train", "test", "debug"} DataFrames (fresh 0..n-1 indices).
-
-    `test_size` and `debug_size` are shares of the whole frame; `debug` (the debugging set the
-    detector learns from) is disjoint from both others; `debug_size=0` gives no "debug" key.
-    Strata: the joint values of `stratify` columns (label and sex by default).
-    """
-    from sklearn.model_selection import train_test_split
-
-    if not (0 < test_size < 1 and 0 <= debug_size < 1 and test_size + debug_size < 1):
-        raise AtPatchError(f"split_adult: test_size {test_size} and debug_size {debug_size} must be shares "
-                           "in (0, 1) whose sum is below 1")
-    missing = [c for c in stratify if c not in frame.columns]
-    if missing:
-        raise AtPatchError(f"split_adult: stratify columns {missing} not in the frame ({list(frame.columns)})")
-
-    def strata(f):  # one integer per joint value of the stratify columns
-        return f.groupby(list(stratify), sort=True).ngroup().to_numpy() if stratify else None
-
-    rest, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=strata(frame))
-    out = {"test": test}
-    if debug_size > 0:
-        rest, debug = train_test_split(rest, test_size=debug_size / (1 - test_size), random_state=seed + 1,
-                                       stratify=strata(rest))
-        out["debug"] = debug
-    out["train"] = rest
-    return {k: out[k].reset_index(drop=True) for k in ("train", "test", "debug") if k in out}
+    """`split_frame` with Adult's strata (label and sex) by default."""
+    return split_frame(frame, test_size, debug_size, seed, stratify)
 
 
-def skew_group_label(frame, attribute: str = "sex", group: str = "Female", label: int = 1, keep: float = 0.2,
-                     seed: int = 0):
-    """Training-data skew that makes a victim discriminate: keep only a `keep` share of the rows whose
-    `attribute` is `group` and whose label is `label` (seeded); every other row is kept.
-
-    E.g. keep=0.2 of the women earning >50K lowers P(>50K | Female) in the training split from 0.11 to
-    about 0.025 while men stay at 0.31, so the model learns that `sex` alone decides. Apply it to the
-    training split only; test and debugging splits stay as sampled.
-    """
-    import numpy as np
-
-    if attribute not in frame.columns or LABEL not in frame.columns:
-        raise AtPatchError(f"skew_group_label: columns {attribute!r} and {LABEL!r} needed (columns: {list(frame.columns)})")
-    if not 0.0 <= keep <= 1.0:
-        raise AtPatchError(f"skew_group_label: keep must be a share in [0, 1], got {keep}")
-    target = np.flatnonzero(((frame[attribute] == group) & (frame[LABEL] == label)).to_numpy())
-    if target.size == 0:
-        raise AtPatchError(f"skew_group_label: no rows with {attribute} == {group!r} and {LABEL} == {label}")
-    rng = np.random.default_rng(seed)
-    drop = rng.choice(target, size=target.size - int(round(keep * target.size)), replace=False)
-    return frame.drop(index=frame.index[drop]).reset_index(drop=True)
+DATASET = TabularDataset(
+    name="adult", file=ADULT_FILE, source="adult", categorical=FEATURE_CATEGORICAL, numeric=FEATURE_NUMERIC,
+    log_numeric=LOG_NUMERIC, protected=PROTECTED, stratify=(LABEL, "sex"), load=load_adult,
+    known={"sex": ("Female", "Male"),
+           "race": ("Amer-Indian-Eskimo", "Asian-Pac-Islander", "Black", "Other", "White")})
 
 
 def main(argv: list[str] | None = None) -> dict[str, str]:

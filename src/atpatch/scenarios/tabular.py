@@ -1,5 +1,8 @@
-"""The tabular-fairness scenario: Adult census income, a feature-token transformer trained here.
+"""The tabular-fairness scenario: Adult census income or COMPAS, a feature-token transformer trained here.
 
+`generate.dataset` picks the data set (`adult`, the default, or `compas`; atpatch.data.tabular):
+its CSV, feature columns, known protected values and split strata. The victim's config stores its
+columns and vocabularies, so every stage after generate reads them from the victim.
 The victim sees one token per column (plus CLS), so a protected attribute (`sex`, or `race`) is
 one key column of every attention map. The training split can be skewed (`generate.skew`) so the
 victim learns to decide by the attribute. Debugging labels come from counterfactual testing: an
@@ -16,7 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atpatch.data import adult
+from atpatch.data.tabular import TabularDataset, get_dataset, skew_group_label, split_frame
+from atpatch.errors import AtPatchError
 from atpatch.fairness import counterfactuals_all_values, fault_token_labels
 from atpatch.scenarios.tables import read_split, write_splits
 from atpatch.models.tabular import build_feature_token_model, column_positions, encode_frame, token_layout
@@ -33,34 +37,42 @@ def layout(model=None):
     return token_layout()
 
 
-def _validate(name: str, frame: pd.DataFrame, protected: list[str]) -> None:
-    """Great Expectations: no nulls, binary label, protected values among the known ones."""
-    sets = {a: sorted(frame[a].unique()) if name == "train" else _KNOWN.get(a, sorted(frame[a].unique()))
+def dataset(params: dict) -> TabularDataset:
+    """The data set of `generate.dataset` (default adult); an unknown name, or a scenario whose
+    `source` does not hold the data set's file, raises AtPatchError naming the field."""
+    name = params.get("scenario", "<scenario>")
+    ds = get_dataset(params["generate"].get("dataset"), where=f"scenarios.{name}.generate.dataset")
+    if params.get("source", ds.source) != ds.source:
+        raise AtPatchError(f"scenarios.{name}.source: data set {ds.name!r} comes from source {ds.source!r}, "
+                           f"got {params['source']!r}")
+    return ds
+
+
+def _validate(name: str, frame: pd.DataFrame, protected: list[str], known: dict) -> None:
+    """Great Expectations: no nulls, binary label, protected values among the data set's known ones
+    (a split holding anything else is malformed)."""
+    sets = {a: sorted(frame[a].unique()) if name == "train" else list(known.get(a, sorted(frame[a].unique())))
             for a in protected}
     validate_split(name, frame, table_expectations(frame.columns, labels=[0, 1], value_sets=sets, min_rows=10))
 
 
-# Values Adult's protected columns can take; a split holding anything else is malformed.
-_KNOWN = {"sex": ["Female", "Male"],
-          "race": ["Amer-Indian-Eskimo", "Asian-Pac-Islander", "Black", "Other", "White"]}
-
-
 def generate(params: dict, root: str | Path = ".") -> dict:
-    """Load Adult, split (seeded, stratified), skew the training split, validate, write parquet files."""
+    """Load the data set, split (seeded, stratified), skew the training split, validate, write parquet files."""
     t0 = time.perf_counter()
     root, g, seed = Path(root), params["generate"], int(params["seed"])
-    protected = list(g["protected"])
-    frame = adult.load_adult(root / params["fetch"]["dest"] / adult.ADULT_FILE, protected=tuple(protected))
+    protected, ds = list(g["protected"]), dataset(params)
+    frame = ds.load(root / params["fetch"]["dest"] / ds.file, protected=tuple(protected))
     if g.get("limit"):
         frame = frame.sample(n=min(g["limit"], len(frame)), random_state=seed).reset_index(drop=True)
-    splits = adult.split_adult(frame, g["test_size"], g["debug_size"], seed)
+    splits = split_frame(frame, g["test_size"], g["debug_size"], seed, stratify=ds.stratify)
     skew = g.get("skew")
     if skew:
-        splits["train"] = adult.skew_group_label(splits["train"], skew["attribute"], skew["group"], skew["label"],
-                                                 skew["keep"], seed=seed + STREAM_SKEW)
+        splits["train"] = skew_group_label(splits["train"], skew["attribute"], skew["group"], skew["label"],
+                                           skew["keep"], seed=seed + STREAM_SKEW)
     for name, split in splits.items():
-        _validate(name, split, protected)
-    summary = {"seed": seed, "rows": {k: len(v) for k, v in splits.items()}, "protected": protected, "skew": skew,
+        _validate(name, split, protected, ds.known)
+    summary = {"seed": seed, "dataset": ds.name, "rows": {k: len(v) for k, v in splits.items()},
+               "protected": protected, "skew": skew,
                "positive_rate_by_group": {a: splits["train"].groupby(a)["label"].mean().round(4).to_dict()
                                           for a in protected}}
     out = root / g["out"]
@@ -74,7 +86,9 @@ def train_victim(params: dict, log) -> torch.nn.Module:
     """The feature-token transformer (encoding fitted on the training split), trained on it."""
     p, seed = params["train_victim"], params["seed"]
     train = read_split(params, "train")
-    model = build_feature_token_model(train, seed=seed, **p["architecture"])
+    ds = dataset(params)
+    model = build_feature_token_model(train, seed=seed, categorical=ds.categorical, numeric=ds.numeric,
+                                      log_numeric=ds.log_numeric, **p["architecture"])
     model.set_attn_implementation("eager")
     train_classifier(model, encode_frame(train, model.config), torch.tensor(train["label"].to_numpy()), p, seed, log)
     return model
@@ -146,12 +160,13 @@ def test_sets(params: dict, model=None) -> dict:
     for a in params["generate"]["protected"]:
         mask = np.zeros((len(frame), n_tokens), bool)
         mask[:, column_positions(model.config)[a]] = True
-        attributes[a] = {"sensitive": frame[a].to_numpy(), "x_cf": counterfactual_inputs(model, frame, a),
-                         "fault_mask": mask}
+        x_cf = counterfactual_inputs(model, frame, a)
+        attributes[a] = {"sensitive": frame[a].to_numpy(), "x_cf": x_cf, "fault_mask": mask,
+                         "fault_mask_cf": [mask] * len(x_cf)}  # one token per column: same positions
     return {"x": x, "y": frame["label"].to_numpy(), "primary": params["generate"]["protected"][0],
             "attributes": attributes, "show": lambda idx: token_strings(model, frame.iloc[list(idx)])}
 
 
 def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
     """`rows` test rows as the pyfunc input: one column per victim feature (in its token order), raw values."""
-    return read_split(params, "test").head(rows)[[*adult.FEATURE_CATEGORICAL, *adult.FEATURE_NUMERIC]]
+    return read_split(params, "test").head(rows)[list(dataset(params).features)]
