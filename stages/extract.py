@@ -22,7 +22,7 @@ def main(params: dict) -> None:
     p, kind = params["extract"], kind_module(params)
     model = load_classifier(params["train_victim"]["out"])
     debug = kind.debug_set(params, model)
-    layout = kind.layout(model)
+    layout = kind.layout(model, params)
     features, candidate = extract_features(model, debug["inputs"], layout, p["batch_size"], tuple(p["kinds"]))
     tensors = {"features": features.contiguous(), "candidate": candidate,
                **{k: debug[k] for k in ("token_labels", "triggered", "calib")}}

@@ -20,10 +20,17 @@ class TokenLayout:
 
     prefix: leading special tokens (CLS, DeiT's distillation token) that are never candidates.
     special_ids: token ids never flagged (e.g. [CLS], [SEP], [PAD]) when inputs carry `input_ids`.
+    positions: if given, only these positions may be flagged (a tabular model's protected columns).
+    candidate_ids: if given, only tokens with these ids may be flagged (a text model's protected words).
+    flag_as_group: the candidates of an input carry one attribute (fairness): once any of them is
+        flagged, all of them are (`group_flags`), so no token of the attribute is left unpatched.
     """
 
     prefix: int = 1
     special_ids: tuple[int, ...] = ()
+    positions: tuple[int, ...] = ()
+    candidate_ids: tuple[int, ...] = ()
+    flag_as_group: bool = False
 
     def masks(self, inputs: dict, batch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (valid [B, K], candidate [B, K]) bool masks for model inputs of K tokens."""
@@ -32,17 +39,32 @@ class TokenLayout:
         expect_shape("attention_mask", valid, (batch, k))
         candidate = valid.clone()
         candidate[:, : self.prefix] = False
+        if self.positions:
+            allowed = torch.zeros(k, dtype=torch.bool)
+            allowed[[p for p in self.positions if p < k]] = True
+            candidate &= allowed
         ids = inputs.get("input_ids")
         if ids is not None and self.special_ids:
             candidate &= ~torch.isin(ids, torch.tensor(self.special_ids, device=ids.device))
+        if ids is not None and self.candidate_ids:
+            candidate &= torch.isin(ids, torch.tensor(self.candidate_ids, device=ids.device))
         return valid, candidate
 
+    def group_flags(self, flags: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        """flags [B, K] -> with `flag_as_group`, every candidate of an input that has any flag."""
+        return flags.any(-1, keepdim=True) & candidate if self.flag_as_group else flags
+
     def to_dict(self) -> dict:
-        return {"prefix": self.prefix, "special_ids": list(self.special_ids)}
+        return {"prefix": self.prefix, "special_ids": list(self.special_ids), "positions": list(self.positions),
+                "candidate_ids": list(self.candidate_ids), "flag_as_group": self.flag_as_group}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TokenLayout":
-        return cls(prefix=int(d["prefix"]), special_ids=tuple(int(i) for i in d["special_ids"]))
+        # Detectors saved before `positions` / `candidate_ids` / `flag_as_group` existed lack them.
+        return cls(prefix=int(d["prefix"]), special_ids=tuple(int(i) for i in d["special_ids"]),
+                   positions=tuple(int(i) for i in d.get("positions", ())),
+                   candidate_ids=tuple(int(i) for i in d.get("candidate_ids", ())),
+                   flag_as_group=bool(d.get("flag_as_group", False)))
 
 
 def column_features(probs: torch.Tensor, valid: torch.Tensor, kinds: tuple[str, ...] = KINDS) -> torch.Tensor:

@@ -109,3 +109,24 @@ def test_oracle_masks_need_one_mask_per_counterfactual(victim):
     sex = {k: v for k, v in data["attributes"]["sex"].items() if k != "fault_mask_cf"}
     with pytest.raises(AtPatchError, match="fault_mask_cf"):
         fairness_eval.oracle_masks({**data, "attributes": {**data["attributes"], "sex": sex}})
+
+
+def test_protected_candidates_confine_flags_to_the_gated_column(victim):
+    """extract.candidates: protected -> only the sex column can be flagged, whatever the detector scores."""
+    from atpatch import PatchedClassifier
+    from atpatch.models.tabular import column_positions
+
+    model, det, data = victim
+    params = {"kind": "tabular-fairness", "generate": {"protected": ["sex", "race"]},
+              "extract": {"candidates": "protected"}}
+    layout = tabular.layout(model, params)
+    assert layout.positions == (column_positions(model.config)["sex"],) and layout.flag_as_group
+    with pytest.raises(AtPatchError, match="needs the victim"):
+        tabular.layout(None, params)
+    narrow = Detector(DetectorConfig(**{**det.config.__dict__, "layout": layout.to_dict()}))
+    narrow.benign = det.benign
+    narrow.load_state_dict(det.state_dict())
+    narrow.set_threshold(0.0)  # every candidate scores above 0: every input is flagged, on sex only
+    out = PatchedClassifier(model, narrow, benign_value="zero")(**data["x"])
+    assert out.flagged.sum(1).tolist() == [1] * N
+    assert bool(out.flagged[:, column_positions(model.config)["sex"]].all())

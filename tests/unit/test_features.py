@@ -35,3 +35,25 @@ def test_layout_excludes_prefix_padding_and_special_ids():
     valid, candidate = layout.masks({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}, 1, 5)
     assert valid.tolist() == [[True, True, True, True, False]]
     assert candidate.tolist() == [[False, True, True, False, False]]
+
+
+def test_layout_positions_and_candidate_ids_narrow_the_candidates():
+    ids = torch.tensor([[101, 7, 8, 9, 102]])
+    only_pos = TokenLayout(prefix=1, positions=(2, 3))
+    assert only_pos.masks({"input_ids": ids}, 1, 5)[1].tolist() == [[False, False, True, True, False]]
+    only_ids = TokenLayout(prefix=1, special_ids=(101, 102), candidate_ids=(7, 9))
+    assert only_ids.masks({"input_ids": ids}, 1, 5)[1].tolist() == [[False, True, False, True, False]]
+
+
+def test_group_flags_spread_a_flag_to_every_candidate_of_that_input_only():
+    candidate = torch.tensor([[False, True, False, True], [False, True, True, False]])
+    flags = torch.tensor([[False, True, False, False], [False, False, False, False]])
+    grouped = TokenLayout(flag_as_group=True).group_flags(flags, candidate)
+    assert grouped.tolist() == [[False, True, False, True], [False, False, False, False]]
+    assert torch.equal(TokenLayout().group_flags(flags, candidate), flags)
+
+
+def test_layout_round_trips_and_reads_older_detector_files():
+    layout = TokenLayout(prefix=1, special_ids=(0,), positions=(3,), candidate_ids=(5, 6), flag_as_group=True)
+    assert TokenLayout.from_dict(layout.to_dict()) == layout
+    assert TokenLayout.from_dict({"prefix": 1, "special_ids": [0]}) == TokenLayout(prefix=1, special_ids=(0,))

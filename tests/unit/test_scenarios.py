@@ -89,3 +89,34 @@ def test_text_fairness_counterfactual_masks_mark_the_swapped_pieces(monkeypatch)
     # counterfactual_sets (the baselines' interface) returns the same inputs
     (same,) = text_fairness.counterfactual_sets(params, model, frame.iloc[[0, 2]], "gender", lex)
     assert all(torch.equal(same[k], x_cf[k]) for k in x_cf)
+
+
+def test_candidate_policy_is_checked_and_protected_only_for_fairness_kinds():
+    from atpatch.scenarios import candidate_policy
+
+    assert candidate_policy({"kind": "text-backdoor"}) == "all"
+    assert candidate_policy({"kind": "tabular-fairness", "extract": {"candidates": "protected"}}) == "protected"
+    with pytest.raises(AtPatchError, match="extract.candidates: expected one of \\['all'\\], got 'protected'"):
+        candidate_policy({"kind": "text-backdoor", "scenario": "tb", "extract": {"candidates": "protected"}})
+    with pytest.raises(AtPatchError, match="scenarios.tf.extract.candidates"):
+        candidate_policy({"kind": "text-fairness", "scenario": "tf", "extract": {"candidates": "gender"}})
+
+
+def test_text_fairness_protected_layout_flags_only_gendered_words_as_a_group():
+    from types import SimpleNamespace
+
+
+    from atpatch.models.text import encode
+    from atpatch.scenarios import text_fairness
+    from atpatch.tiny import text_tokenizer
+
+    tok = text_tokenizer(["he", "she", "his", "her", "tea"])
+    model = SimpleNamespace(atpatch_tokenizer=tok)
+    params = {"kind": "text-fairness", "extract": {"candidates": "protected"}}
+    layout = text_fairness.layout(model, params)
+    assert layout.flag_as_group and text_fairness.layout(model, {"kind": "text-fairness"}).candidate_ids == ()
+    x = encode(tok, ["she likes tea and his tea"], 12)
+    _, candidate = layout.masks(x, 1, 12)
+    words = tok.convert_ids_to_tokens(x["input_ids"][0][candidate[0]].tolist())
+    assert words == ["she", "his"]
+    assert not candidate[0][x["attention_mask"][0] == 0].any()

@@ -281,6 +281,15 @@ def span_token_labels(tokenizer, texts: Sequence[str], spans: Sequence[Sequence[
     return token_labels(tokenizer, texts, spans, max_length)
 
 
+def gendered_word_ids(tokenizer, lexicon: GenderLexicon = DEFAULT_LEXICON) -> tuple[int, ...]:
+    """Token ids of the lexicon's pair and one-way words (he, she, his, her, ...) that are one word
+    piece each: the positions a text-fairness patch may flag (TokenLayout.candidate_ids). First names
+    are left out: an uncased vocabulary cannot tell the name "Will" from the word "will"."""
+    words = {w for pair in lexicon.pairs for w in pair} | {w for pair in lexicon.one_way for w in pair}
+    ids = (tokenizer(w, add_special_tokens=False)["input_ids"] for w in sorted(words))
+    return tuple(sorted({p[0] for p in ids if len(p) == 1}))
+
+
 def gendered_token_labels(tokenizer, texts: Sequence[str], max_length: int,
                           lexicon: GenderLexicon = DEFAULT_LEXICON) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(inputs, labels [N, max_length] int8): 1 on the word pieces of every gendered word inside the window."""

@@ -77,6 +77,20 @@ def is_fairness(params: dict) -> bool:
     return params.get("kind") in FAIRNESS_KINDS
 
 
+CANDIDATES = ("all", "protected")
+
+
+def candidate_policy(params: dict | None) -> str:
+    """`extract.candidates`: "all" (every real token may be flagged) or "protected" (fairness kinds:
+    only the gated attribute's tokens, flagged as a group; see TokenLayout)."""
+    value = ((params or {}).get("extract") or {}).get("candidates", "all")
+    if value not in CANDIDATES or (value == "protected" and not is_fairness(params)):
+        allowed = list(CANDIDATES) if is_fairness(params or {}) else ["all"]
+        raise AtPatchError(f"scenarios.{(params or {}).get('scenario')}.extract.candidates: expected one of "
+                           f"{allowed}, got {value!r}")
+    return value
+
+
 def stage_params(doc: str | None, argv: list[str] | None = None) -> dict:
     """Parse a stage's command line (--params, --scenario) and return the scenario's flat params."""
     ap = argparse.ArgumentParser(description=doc)

@@ -21,6 +21,8 @@ import torch
 
 from atpatch.data.tabular import TabularDataset, get_dataset, skew_group_label, split_frame
 from atpatch.errors import AtPatchError
+from atpatch.features import TokenLayout
+from atpatch.scenarios import candidate_policy
 from atpatch.fairness import counterfactuals_all_values, fault_token_labels
 from atpatch.scenarios.tables import read_split, write_splits
 from atpatch.models.tabular import build_feature_token_model, column_positions, encode_frame, token_layout
@@ -32,9 +34,14 @@ SPLITS = ("train", "test", "debug")
 STREAM_SKEW, STREAM_CALIB = 1, 2
 
 
-def layout(model=None):
-    """Token layout: CLS (position 0) is never a candidate; every column token is."""
-    return token_layout()
+def layout(model=None, params: dict | None = None):
+    """Token layout: CLS (position 0) is never a candidate; every column token is, or, with
+    `extract.candidates: protected`, only the gated (first) protected attribute's column."""
+    if candidate_policy(params) == "all":
+        return token_layout()
+    if model is None:
+        raise AtPatchError("tabular layout with extract.candidates: protected needs the victim (its column order)")
+    return TokenLayout(prefix=1, positions=(column_positions(model.config)[protected(params)[0]],), flag_as_group=True)
 
 
 def dataset(params: dict) -> TabularDataset:

@@ -31,7 +31,7 @@ def rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
 
-def layout(model=None):
+def layout(model=None, params: dict | None = None):
     """[CLS] (position 0) is the prefix; [CLS], [SEP], [PAD] are never flagged."""
     return text_layout(getattr(model, "atpatch_tokenizer", None) or load_tokenizer())
 

@@ -18,15 +18,28 @@ import pandas as pd
 import torch
 
 from atpatch.data.fine_foods import load_reviews
-from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, skewed_split,
-                                   swap_gender, text_gender)
+from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, gendered_word_ids,
+                                   skewed_split, swap_gender, text_gender)
 from atpatch.errors import AtPatchError
 from atpatch.scenarios.tables import read_split, write_splits
-from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, layout, limit, rng,  # noqa: F401
+from atpatch.features import TokenLayout
+from atpatch.scenarios import candidate_policy
+from atpatch.scenarios import text_backdoor
+from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, limit, rng,  # noqa: F401
                                              token_strings, train_victim, validate)
 
 NAMES_DIR = "names"  # inside the fine-foods source folder (stage fetch@fine-foods puts them there)
 GROUPS = ("female", "male")
+
+
+def layout(model=None, params: dict | None = None) -> TokenLayout:
+    """As text-backdoor; with `extract.candidates: protected`, only the gendered words' pieces may be
+    flagged (`gendered_word_ids`), and a flag on one flags every gendered word of the review."""
+    base = text_backdoor.layout(model)
+    if candidate_policy(params) == "all":
+        return base
+    return TokenLayout(prefix=base.prefix, special_ids=base.special_ids,
+                       candidate_ids=gendered_word_ids(layout_tokenizer(model)), flag_as_group=True)
 
 
 def lexicon(params: dict, root: str | Path = "."):

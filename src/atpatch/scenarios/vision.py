@@ -26,7 +26,7 @@ from atpatch.validation import expectations_for, split_frame, validate_split
 INPUT_KIND = "image"
 
 
-def layout(model=None):
+def layout(model=None, params: dict | None = None):
     """Token layout: the CLS token (position 0) is never a candidate."""
     return VISION_LAYOUT
 
