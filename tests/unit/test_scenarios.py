@@ -105,7 +105,6 @@ def test_candidate_policy_is_checked_and_protected_only_for_fairness_kinds():
 def test_text_fairness_protected_layout_flags_only_gendered_words_as_a_group():
     from types import SimpleNamespace
 
-
     from atpatch.models.text import encode
     from atpatch.scenarios import text_fairness
     from atpatch.tiny import text_tokenizer
