@@ -464,7 +464,13 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
           mode: str = typer.Option("two-pass", "--mode", help="two-pass or online."),
           steps: int = typer.Option(1500, "--steps", min=1, help="Detector training steps."),
           fpr: float = typer.Option(0.005, "--fpr", min=0.0, max=1.0, help="Most clean calibration inputs flagged."),
-          seed: int = typer.Option(0, "--seed", help="Seed of detector training and the calib split.")):
+          seed: int = typer.Option(0, "--seed", help="Seed of detector training and the calib split."),
+          positions: str = typer.Option("", "--positions", help="Only these token positions may be flagged "
+                                        "(comma-separated; e.g. a tabular model's protected column)."),
+          candidate_ids: str = typer.Option("", "--candidate-ids", help="Only tokens with these ids may be "
+                                            "flagged (comma-separated; e.g. a protected attribute's words)."),
+          flag_as_group: bool = typer.Option(False, "--flag-as-group", help="A flag on one candidate flags "
+                                             "every candidate of that input (one protected attribute).")):
     """Build a detector + patch config for your own Hugging Face checkpoint and debugging set.
 
     Extracts attention features on the debugging set, trains the contrastive detector, calibrates its
@@ -477,8 +483,10 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
 
     if not model.is_dir():
         raise UserError(f"--model {model}: not a directory (expected a save_pretrained checkpoint)")
+    candidates = {"positions": _int_list(positions, "--positions"),
+                  "candidate_ids": _int_list(candidate_ids, "--candidate-ids"), "flag_as_group": flag_as_group}
     result = build_patch(model, debug_set, out, settings={"calibration_fpr": fpr, "network": {"steps": steps}},
-                         patch={"mode": mode}, seed=seed)
+                         patch={"mode": mode}, seed=seed, candidates=candidates)
     table = Table(title=f"patch for {model}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -487,6 +495,14 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
     console.print(table)
     console.print(f"wrote {result['detector']}/ and {result['patch_config']} (mode {mode}, input "
                   f"{result['config']['input']})", markup=False)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    """"3,5" -> [3, 5]; "" -> []."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected comma-separated integers, e.g. 3,5") from None
 
 
 def main() -> None:

@@ -212,12 +212,35 @@ def detector_settings(overrides: dict | None = None) -> dict:
     return out
 
 
+CANDIDATE_KEYS = ("positions", "candidate_ids", "flag_as_group")
+
+
+def narrowed_layout(layout: TokenLayout, candidates: dict | None) -> TokenLayout:
+    """`layout` with the candidates narrowed: {"positions": [...], "candidate_ids": [...],
+    "flag_as_group": bool} (any subset; see TokenLayout), e.g. a protected attribute's tokens."""
+    from dataclasses import replace
+
+    candidates = candidates or {}
+    unknown = set(candidates) - set(CANDIDATE_KEYS)
+    if unknown:
+        raise AtPatchError(f"candidates: unknown keys {sorted(unknown)} (known: {list(CANDIDATE_KEYS)})")
+    bad = [p for p in candidates.get("positions", ()) if int(p) < layout.prefix]
+    if bad:
+        raise AtPatchError(f"candidates.positions: {bad} fall on the model's leading special tokens "
+                           f"(positions < {layout.prefix} are never flagged)")
+    return replace(layout, positions=tuple(int(p) for p in candidates.get("positions", ())),
+                   candidate_ids=tuple(int(i) for i in candidates.get("candidate_ids", ())),
+                   flag_as_group=bool(candidates.get("flag_as_group", False)))
+
+
 def build_patch(model_dir: str | Path, debug_set: str | Path, out_dir: str | Path, settings: dict | None = None,
-                patch: dict | None = None, seed: int = 0, batch: int = 256, progress: bool = True) -> dict:
+                patch: dict | None = None, seed: int = 0, batch: int = 256, progress: bool = True,
+                candidates: dict | None = None) -> dict:
     """A user's checkpoint + debugging set -> `out_dir/detector/` (Detector.save), `out_dir/patch.json`
     (mode, patch_layers, benign_value, input) and `out_dir/metrics.json` (training-side metrics).
 
-    settings: overrides of DETECTOR_DEFAULTS; patch: overrides of PATCH_DEFAULTS. Returns
+    settings: overrides of DETECTOR_DEFAULTS; patch: overrides of PATCH_DEFAULTS; candidates: which
+    tokens may be flagged (`narrowed_layout`; default: every real token). Returns
     {"detector", "patch_config", "metrics", "config"} (paths as strings, config as written).
     """
     from .io import atomic_dir, write_json_atomic
@@ -232,7 +255,10 @@ def build_patch(model_dir: str | Path, debug_set: str | Path, out_dir: str | Pat
         raise AtPatchError(f"benign value: expected one of {BENIGN_VALUES}, got {config['benign_value']!r}")
     model = load_classifier(model_dir)
     data = load_debug_set(debug_set, seed=seed)
-    layout = layout_for(model)
+    layout = narrowed_layout(layout_for(model), candidates)
+    if layout.candidate_ids and "input_ids" not in data["inputs"]:
+        raise AtPatchError(f"candidates.candidate_ids: token ids need a text model's input_ids; {debug_set} holds "
+                           f"{sorted(data['inputs'])} (use positions instead)")
     try:
         features, candidate = extract_features(model, data["inputs"], layout, batch, tuple(p["kinds"]), progress)
     except (TypeError, ValueError, RuntimeError, IndexError) as exc:
@@ -242,8 +268,8 @@ def build_patch(model_dir: str | Path, debug_set: str | Path, out_dir: str | Pat
         raise AtPatchError(f"{debug_set}: tensor 'token_labels': expected shape {tuple(features.shape[:2])} "
                            f"(inputs x the model's tokens), got {tuple(data['token_labels'].shape)}")
     if not bool((data["token_labels"].bool() & candidate & ~data["calib"][:, None]).any()):
-        raise AtPatchError(f"{debug_set}: every labelled token is a special or padding token; "
-                           "label the fault-carrying tokens")
+        raise AtPatchError(f"{debug_set}: no labelled token of the fit inputs may be flagged (each is a special or "
+                           "padding token, or outside the given candidates); label the fault-carrying tokens")
     det, metrics = fit_detector({"features": features, "candidate": candidate, **data}, p,
                                 model.config.model_type, model.config.num_attention_heads, seed, layout, progress)
     config["input"] = input_kind(model)

@@ -224,3 +224,31 @@ def test_patch_rejects_a_bad_debug_set(tiny, tmp_path):
     (tmp_path / "text.safetensors").write_text("not safetensors")
     _assert_user_error(_invoke("patch", "--model", tiny["victim"], "--debug-set", tmp_path / "text.safetensors",
                                "--out", tmp_path / "o"), "not a readable safetensors file")
+
+
+def test_patch_narrows_the_candidates(tiny, tmp_path):
+    from atpatch import Detector, PatchedClassifier
+    from atpatch.models.loading import load_classifier
+    from atpatch.models.vit import to_pixel_values
+    from atpatch.tiny import tiny_images
+
+    out = tmp_path / "patch"
+    half = ",".join(str(p) for p in range(1, 26))
+    result = _invoke("patch", "--model", tiny["victim"], "--debug-set", tiny["debug_set"], "--out", out,
+                     "--steps", "40", "--fpr", "0", "--positions", half, "--flag-as-group")
+    assert result.exit_code == 0, (result.output, result.stderr)
+    det = Detector.load(out / "detector")
+    assert det.config.layout["positions"] == list(range(1, 26)) and det.config.layout["flag_as_group"]
+    det.set_threshold(0.0)  # flag everything that may be flagged: exactly the 25 positions
+    images, _ = tiny_images(4, seed=5, triggered=True)
+    flags = PatchedClassifier(load_classifier(tiny["victim"]), det)(pixel_values=to_pixel_values(images)).flagged
+    assert flags[:, 1:26].all() and not flags[:, 26:].any() and not flags[:, 0].any()
+
+
+@pytest.mark.parametrize("option, value, message", [("--positions", "3,x", "expected comma-separated integers"),
+                                                    ("--positions", "0,4", "leading special tokens"),
+                                                    ("--candidate-ids", "7", "token ids need a text model's input_ids")])
+def test_patch_rejects_bad_candidates(tiny, tmp_path, option, value, message):
+    result = _invoke("patch", "--model", tiny["victim"], "--debug-set", tiny["debug_set"], "--out", tmp_path / "p",
+                     "--steps", "5", option, value)
+    assert result.exit_code != 0 and message in " ".join((result.output + result.stderr).split())
