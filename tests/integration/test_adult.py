@@ -18,23 +18,12 @@ from atpatch.fairness import SEX_SWAP, counterfactual, fault_token_labels
 from atpatch.models import tabular as T
 from atpatch.training import train_classifier
 
-REPO = Path(__file__).resolve().parents[2]
-RAW = REPO / "data" / "raw" / "adult"  # what scripts/setup.sh fills; fetched here when missing
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: on a shared 2-core machine a second thread only waits (6x slower measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="session")
-def adult_csv() -> Path:
-    fetch_adult(RAW)  # a sha256 check only when already there
-    return RAW / ADULT_FILE
+def adult_csv(adult_raw) -> Path:
+    return adult_raw / ADULT_FILE
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +31,10 @@ def adult(adult_csv):
     return load_adult(adult_csv)
 
 
-def test_fetch_is_verified_and_idempotent(adult_csv):
-    assert fetch_adult(RAW) == ADULT_SHA256
+def test_fetch_is_verified_and_idempotent(adult_raw):
+    assert fetch_adult(adult_raw) == ADULT_SHA256
     for name, sha in ADULT_SHA256.items():
-        assert sha256_file(RAW / name) == sha
+        assert sha256_file(adult_raw / name) == sha
 
 
 def test_load_real_file(adult):

@@ -5,19 +5,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from atpatch.data.adult import fetch_adult
 from atpatch.data.compas import CATEGORICAL, COMPAS_FILE, DATASET, NUMERIC, RACES, load_compas
 from atpatch.data.tabular import LABEL, get_dataset, split_frame
 from atpatch.errors import AtPatchError
 
-REPO = Path(__file__).resolve().parents[2]
-RAW = REPO / "data" / "raw" / "adult"  # what scripts/setup.sh fills; fetched here when missing
-
 
 @pytest.fixture(scope="session")
-def compas_csv() -> Path:
-    fetch_adult(RAW)  # a sha256 check only when already there
-    return RAW / COMPAS_FILE
+def compas_csv(adult_raw) -> Path:
+    return adult_raw / COMPAS_FILE
 
 
 @pytest.fixture(scope="module")

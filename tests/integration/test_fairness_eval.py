@@ -19,12 +19,7 @@ ORACLE_KEYS = {"CA", "flip_rate", "dp_diff", "eo_diff", "by_attribute", "flip_ra
                "eo_diff_reduction"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ TARGET = 0
 FAST_FT = {"epochs": 1, "batch_size": 32, "lr": 1e-3}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: one thread is ~20x faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _backdoor(name: str, n_clean: int = 48, n_trig: int = 24):
