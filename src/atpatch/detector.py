@@ -217,15 +217,16 @@ class Detector(nn.Module):
         low = max(cut, _logit(min_threshold))
         info = {"fpr_target": fpr, "inputs": len(per_input), "min_threshold": min_threshold, "fpr_cut_logit": low}
         threshold = low
-        if faulty is not None and recall is not None and len(faulty[0]):
-            high = self._recall_cut(faulty, recall)
-            info.update(recall_target=recall, recall_inputs=len(faulty[0]), recall_cut_logit=high)
+        faulty_logits = self._input_logits(*faulty) if faulty is not None and len(faulty[0]) else None
+        if faulty_logits is not None and recall is not None:
+            high = _recall_cut(faulty_logits, recall)
+            info.update(recall_target=recall, recall_inputs=len(faulty_logits), recall_cut_logit=high)
             threshold = (low + high) / 2 if high > low else low
         self.config.logit_threshold = threshold
         self.config.threshold = float(torch.sigmoid(torch.tensor(threshold)))
         info["flagged_rate"] = float(self.flags(per_input).double().mean())
-        if faulty is not None and len(faulty[0]):
-            info["faulty_flagged_rate"] = float(self.flags(self._input_logits(*faulty)).double().mean())
+        if faulty_logits is not None:
+            info["faulty_flagged_rate"] = float(self.flags(faulty_logits).double().mean())
         self.config.calibration = info
         return self.config.threshold
 
@@ -233,12 +234,6 @@ class Detector(nn.Module):
         """Per input, the highest logit among `positions` [B, K] (-inf if none); on logits because
         scores saturate at 1.0 and would tie (see logit_threshold)."""
         return self.logits(features).masked_fill(~positions.bool(), -torch.inf).amax(-1)
-
-    def _recall_cut(self, faulty: tuple[torch.Tensor, torch.Tensor], recall: float) -> float:
-        """The highest logit cut that still flags a fault token in >= `recall` of the faulty inputs."""
-        per_input = self._input_logits(*faulty).sort().values  # ascending
-        missed = int(math.floor((1.0 - recall) * len(per_input)))  # inputs allowed to go unflagged
-        return float(per_input[missed]) if missed < len(per_input) else math.inf
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
@@ -287,6 +282,13 @@ def _read_config(path: Path) -> DetectorConfig:
     if missing or set(raw) - known:
         raise DetectorFileError(f"{path}: missing fields {sorted(missing)}, unknown fields {sorted(set(raw) - known)}")
     return DetectorConfig(**raw)
+
+
+def _recall_cut(faulty_logits: torch.Tensor, recall: float) -> float:
+    """The highest logit cut that still flags >= `recall` of the faulty inputs (their per-input logits)."""
+    ascending = faulty_logits.sort().values
+    missed = int(math.floor((1.0 - recall) * len(ascending)))  # inputs allowed to go unflagged
+    return float(ascending[missed]) if missed < len(ascending) else math.inf
 
 
 def _logit(p: float) -> float:

@@ -83,11 +83,12 @@ CANDIDATES = ("all", "protected")
 def candidate_policy(params: dict | None) -> str:
     """`extract.candidates`: "all" (every real token may be flagged) or "protected" (fairness kinds:
     only the gated attribute's tokens, flagged as a group; see TokenLayout)."""
-    value = ((params or {}).get("extract") or {}).get("candidates", "all")
-    if value not in CANDIDATES or (value == "protected" and not is_fairness(params)):
-        allowed = list(CANDIDATES) if is_fairness(params or {}) else ["all"]
-        raise AtPatchError(f"scenarios.{(params or {}).get('scenario')}.extract.candidates: expected one of "
-                           f"{allowed}, got {value!r}")
+    params = params or {}
+    value = (params.get("extract") or {}).get("candidates", "all")
+    allowed = CANDIDATES if is_fairness(params) else ("all",)
+    if value not in allowed:
+        raise AtPatchError(f"scenarios.{params.get('scenario')}.extract.candidates: expected one of "
+                           f"{list(allowed)}, got {value!r}")
     return value
 
 

@@ -23,8 +23,7 @@ from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendere
 from atpatch.errors import AtPatchError
 from atpatch.scenarios.tables import read_split, write_splits
 from atpatch.features import TokenLayout
-from atpatch.scenarios import candidate_policy
-from atpatch.scenarios import text_backdoor
+from atpatch.scenarios import candidate_policy, text_backdoor
 from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, limit, rng,  # noqa: F401
                                              token_strings, train_victim, validate)
 
