@@ -303,9 +303,13 @@ def round_robin_latency(fns: dict[str, Callable], inputs: dict, sensitive, batch
 # -- evaluation -------------------------------------------------------------------------------------
 
 class Bench:
-    """Everything loaded once for one scenario: victim, detector, test sets, features, base metrics."""
+    """Everything loaded once for one scenario: victim, detector, test sets, features, base metrics.
 
-    def __init__(self, flat: dict, cfg: dict):
+    split: the split scored ("test"; fairness scenarios also "debug", the debugging split, whose rows
+    the detector was fit and calibrated on: for choosing settings without looking at the test split).
+    """
+
+    def __init__(self, flat: dict, cfg: dict, split: str = "test"):
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -322,7 +326,9 @@ class Bench:
         self.fairness = is_fairness(flat)
         self.model = load_classifier(flat["train_victim"]["out"], attn_implementation=self.p["default_attention"])
         self.det = Detector.load(flat["train_detector"]["out"])
-        self.data = self.kind.test_sets(flat, self.model)
+        if split != "test" and not self.fairness:
+            raise AtPatchError(f"split {split!r}: only fairness scenarios score another split than 'test'")
+        self.data = self.kind.test_sets(flat, self.model, **({} if split == "test" else {"split": split}))
         path = flat["extract"]["out"]
         self.features = load_file(path)
         with safe_open(path, "pt") as fh:

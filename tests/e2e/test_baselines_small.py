@@ -137,3 +137,8 @@ def test_baselines_benchmark_small(tmp_path, monkeypatch):
     assert points[2]["threshold"] <= points[0]["threshold"]
     assert points[2]["input_flag_rate_clean"] >= points[0]["input_flag_rate_clean"]
     assert sweep["table"].count("\n") == 2 + 1 + 4
+    from atpatch.errors import AtPatchError
+
+    with pytest.raises(AtPatchError, match="only fairness scenarios"):  # a backdoor's debugging split has no test labels
+        load_runner("operating_points").main(["--workspace", str(ws), "--scenario", SCENARIO, "--split", "debug",
+                                              "--results-dir", str(out), "--no-mlflow"])

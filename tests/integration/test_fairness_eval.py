@@ -74,6 +74,20 @@ def test_tabular_test_sets_carry_a_mask_per_counterfactual(victim):
             assert np.array_equal(mask, a["fault_mask"]) and mask.sum(1).tolist() == [1] * N
 
 
+def test_test_sets_score_another_split_when_asked(victim, tmp_path):
+    """split="debug" (operating points chosen off the test split) reads debug.parquet the same way."""
+    model, _, data = victim
+    rows = pd.DataFrame({"sex": ["Female", "Male", "Male"], "race": ["A", "B", "C"], "job": ["x", "y", "z"],
+                         "age": [30, 40, 50], "label": [0, 1, 1]})
+    rows.to_parquet(tmp_path / "debug.parquet")
+    params = {"generate": {"out": str(tmp_path), "protected": ["sex", "race"]}}
+    debug = tabular.test_sets(params, model, split="debug")
+    assert debug["y"].tolist() == [0, 1, 1] and debug["attributes"]["sex"]["sensitive"].tolist() == ["Female", "Male", "Male"]
+    assert len(debug["attributes"]["race"]["x_cf"]) == 3 and len(data["y"]) == N
+    with pytest.raises(AtPatchError, match="split 'test' not found"):
+        tabular.test_sets(params, model)
+
+
 @pytest.mark.parametrize("benign_value", ["zero", "unified"])
 def test_report_has_an_oracle_block_shaped_like_a_patched_one(victim, benign_value, capsys):
     model, det, data = victim
@@ -116,6 +130,8 @@ def test_protected_candidates_confine_flags_to_the_gated_column(victim):
               "extract": {"candidates": "protected"}}
     layout = tabular.layout(model, params)
     assert layout.positions == (column_positions(model.config)["sex"],) and layout.flag_as_group
+    race_first = {**params, "generate": {"protected": ["race", "sex"]}}  # the first attribute is the gated one
+    assert tabular.layout(model, race_first).positions == (column_positions(model.config)["race"],)
     with pytest.raises(AtPatchError, match="needs the victim"):
         tabular.layout(None, params)
     narrow = Detector(DetectorConfig(**{**det.config.__dict__, "layout": layout.to_dict()}))

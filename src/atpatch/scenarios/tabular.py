@@ -155,12 +155,13 @@ def token_strings(model, frame: pd.DataFrame) -> list[list[str]]:
     return [["[CLS]"] + [f"{c}={row[c]}" for c in cols] for _, row in frame.iterrows()]
 
 
-def test_sets(params: dict, model=None) -> dict:
-    """Test inputs, labels and, per protected attribute, groups, counterfactual inputs and token masks."""
+def test_sets(params: dict, model=None, split: str = "test") -> dict:
+    """Test inputs, labels and, per protected attribute, groups, counterfactual inputs and token masks
+    (`split`: another split scored the same way, e.g. the debugging split for choosing settings)."""
     from atpatch.models.loading import load_classifier
 
     model = model or load_classifier(params["train_victim"]["out"])
-    frame = read_split(params, "test")
+    frame = read_split(params, split)
     x = encode_frame(frame, model.config)
     n_tokens = 1 + x["cat_ids"].shape[1] + x["num_values"].shape[1]
     attributes = {}

@@ -81,10 +81,11 @@ def debug_set(params: dict, model) -> dict:
     return {"inputs": cf["inputs"], "token_labels": cf["token_labels"], "triggered": faulty, "calib": calib & ~faulty}
 
 
-def test_sets(params: dict, model=None) -> dict:
-    """Single-gender test reviews: inputs, labels, groups, gender-swapped inputs, gendered word-piece masks."""
+def test_sets(params: dict, model=None, split: str = "test") -> dict:
+    """Single-gender test reviews: inputs, labels, groups, gender-swapped inputs, gendered word-piece masks
+    (`split`: another split scored the same way, e.g. the debugging split for choosing settings)."""
     tok, max_length, lex = layout_tokenizer(model), int(params["generate"]["max_length"]), lexicon(params)
-    test = read_split(params, "test")
+    test = read_split(params, split)
     test = test[test["gender"].isin(GROUPS)].reset_index(drop=True)
     texts = test["text"].tolist()
     x, pieces = gendered_token_labels(tok, texts, max_length, lex)
