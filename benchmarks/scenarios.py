@@ -33,11 +33,28 @@ RESULTS = REPO / "benchmarks" / "results"
 VARIANTS = {
     "vision-backdoor": {"corner": {"generate": {"trigger": {"position": "corner"}}},
                         "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}}},
-    "tabular-fairness": {"sex": {}},
+    # race: the param the issue names (gated attribute race, training split skewed against Black
+    # earners >50K as the default is against women). sex-skew-*: how far the patch closes the DP gap
+    # as the skew that makes the victim unfair varies (README, tabular-fairness).
+    "tabular-fairness": {"sex": {},
+                         "race": {"generate": {"protected": ["race", "sex"],
+                                               "skew": {"attribute": "race", "group": "Black", "label": 1, "keep": 0.2}}},
+                         **{f"sex-skew-{keep}": {"generate": {"skew": {"keep": keep}}} for keep in (0.05, 0.1, 0.3, 0.5)},
+                         "sex-no-skew": {"generate": {"skew": None}}},
     "tabular-fairness-compas": {"default": {}},
-    "text-backdoor": {"default": {}},
+    # seed-N: the whole pipeline (split, poison, victim, detector) under another top-level seed; at
+    # 342 triggered test reviews the ASR bound (0.5 points) is 1.7 reviews (README, text-backdoor).
+    "text-backdoor": {"default": {}, "seed-1": {"seed": 1}, "seed-2": {"seed": 2}},
     "text-fairness": {"default": {}},
 }
+
+
+def variant_overrides(scenario: str, name: str) -> dict:
+    """The params.yaml overrides of one variant: its mapping goes under scenarios.<scenario>, except
+    `seed`, which is params.yaml's top-level seed (stages read no per-scenario seed)."""
+    variant = dict(VARIANTS[scenario][name])
+    top = {"seed": variant.pop("seed")} if "seed" in variant else {}
+    return {**top, "scenarios": {scenario: variant}}
 
 
 def run_variant(scenario: str, name: str, profile: str, root: Path, reuse: bool = False) -> dict:
@@ -46,7 +63,7 @@ def run_variant(scenario: str, name: str, profile: str, root: Path, reuse: bool 
     reuse: keep an existing workspace's data and lock file, so DVC reruns only the stages whose
     params or code changed (the time is then recorded as incremental, not from scratch).
     """
-    overrides = {"scenarios": {scenario: VARIANTS[scenario][name]}}
+    overrides = variant_overrides(scenario, name)
     dest = root / f"{scenario}-{name}"
     incremental = reuse and (dest / "dvc.lock").is_file()
     if dest.exists() and not incremental:
@@ -76,6 +93,16 @@ def collect_variant(scenario: str, name: str, profile: str, root: Path) -> dict 
         return None
     return {"scenario": scenario, "variant": name, "profile": profile, "repro_seconds": None,
             "repro": "collected from an existing workspace (not timed)", **stage_reports(metrics)}
+
+
+def kept_results(path: Path, scenario: str, new: list[dict]) -> list[dict]:
+    """`new` plus the variants of the existing results file that this run did not measure (a run of
+    some variants leaves the others' results in place), in VARIANTS order."""
+    data = json.loads(path.read_text()) if path.is_file() else {"results": []}
+    old = [{"command": data.get("command"), **r} for r in data["results"]]  # older files: one command
+    by_name = {r["variant"]: r for r in old if r["variant"] in VARIANTS[scenario]}
+    by_name.update({r["variant"]: r for r in new})
+    return [by_name[v] for v in VARIANTS[scenario] if v in by_name]
 
 
 def pct(v) -> str:
@@ -176,7 +203,9 @@ def results_markdown() -> str:
         data = json.loads(path.read_text())
         results = data["results"]
         fairness = "flip_rate" in results[0]["evaluate"]["unpatched"]
-        parts.append(f"## {scenario} ({results[0]['profile']} profile)\n\nMade by `.venv/bin/python {data['command']}`.\n")
+        commands = dict.fromkeys(r.get("command", data["command"]) for r in results)  # older files: one command
+        made_by = "; ".join(f"`.venv/bin/python {c}`" for c in commands)
+        parts.append(f"## {scenario} ({results[0]['profile']} profile)\n\nMade by {made_by}.\n")
         parts.append(fairness_table(results) if fairness else backdoor_table(results))
         parts.append("\n".join(f"- {r['variant']}: `dvc repro` {r.get('repro', 'from scratch')}{minutes(r['repro_seconds'])}; gate "
                                 f"reasons: {r['gate']['reasons'] or 'none'}" for r in results) + "\n")
@@ -209,7 +238,10 @@ def main() -> None:
                 raise SystemExit(f"{scenario}: no workspace under {root} has results")
         else:
             results = [run_variant(scenario, v, args.profile, root, args.reuse) for v in names]
+        for r in results:
+            r["command"] = command
         out = RESULTS / f"{scenario}.json"
+        results = kept_results(out, scenario, results)
         write_json_atomic(out, {"command": command, "results": results})
         log_to_mlflow(scenario, results, out)
     text = results_markdown()

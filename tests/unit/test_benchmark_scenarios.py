@@ -1,0 +1,30 @@
+"""benchmarks/scenarios.py bookkeeping: variant overrides and merging a partial run into the results file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import scenarios as bench  # noqa: E402
+
+
+def test_a_variant_seed_is_the_top_level_seed_and_the_rest_goes_under_the_scenario():
+    assert bench.variant_overrides("text-backdoor", "seed-1") == {"seed": 1, "scenarios": {"text-backdoor": {}}}
+    race = bench.variant_overrides("tabular-fairness", "race")
+    assert "seed" not in race and race["scenarios"]["tabular-fairness"]["generate"]["protected"] == ["race", "sex"]
+    assert "seed" in bench.VARIANTS["text-backdoor"]["seed-1"]  # the table itself is left as it was
+
+
+def test_a_run_of_some_variants_keeps_the_others_with_their_own_command(tmp_path):
+    path = tmp_path / "tabular-fairness.json"
+    path.write_text(json.dumps({"command": "old run", "results": [{"variant": "sex", "x": 1},
+                                                                   {"variant": "race", "x": 2},
+                                                                   {"variant": "gone", "x": 3}]}))
+    new = [{"variant": "race", "x": 20, "command": "new run"}, {"variant": "sex-no-skew", "x": 4, "command": "new run"}]
+    kept = bench.kept_results(path, "tabular-fairness", new)
+    assert [r["variant"] for r in kept] == ["sex", "race", "sex-no-skew"]  # VARIANTS order; unknown names dropped
+    assert [r["x"] for r in kept] == [1, 20, 4]
+    assert [r["command"] for r in kept] == ["old run", "new run", "new run"]
+    assert bench.kept_results(tmp_path / "none.json", "tabular-fairness", new) == new
