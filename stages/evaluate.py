@@ -30,6 +30,9 @@ def log_report(report: dict, files: list[Path], out: Path) -> None:
         metrics.update(numbers(m, f"{mode}."))
     if report.get("oracle"):  # fairness: the patch's ceiling (backdoor: oracle_ASR, at top level)
         metrics.update(numbers(report["oracle"], "oracle."))
+    for name, bounds in (report.get("intervals") or {}).items():  # bootstrap intervals: [low, high]
+        if isinstance(bounds, list):
+            metrics[f"intervals.{name}.low"], metrics[f"intervals.{name}.high"] = bounds
     mlflow.log_metrics(metrics)
     for f in files + [out]:
         mlflow.log_artifact(str(f))

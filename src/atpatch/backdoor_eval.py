@@ -21,6 +21,14 @@ from atpatch.io import write_bytes_atomic
 from atpatch.metrics import DEFINITIONS, accuracy, attack_success_rate, der, detection_metrics, input_flag_rate
 from atpatch.patch import redistribute
 from atpatch.patched import PatchedClassifier
+from atpatch.uncertainty import backdoor_intervals, resamples
+
+RAW = ("eager_logits", "clean_labels")  # per-input arrays `baseline` returns that the report leaves out
+
+
+def report_block(base: dict) -> dict:
+    """The numbers of `baseline`'s result, without its per-input arrays."""
+    return {k: v for k, v in base.items() if k not in RAW}
 
 
 def shipped_patchers(params: dict, model, det) -> dict:
@@ -54,7 +62,7 @@ def mode_metrics(patched, data: dict, base: dict, target: int, batch: int) -> tu
          "input_flag_rate_clean": input_flag_rate(clean.flagged),
          "input_flag_rate_triggered": input_flag_rate(trig.flagged),
          "clean_pass_through_exact": float(exact.sum() / len(exact)) if len(exact) else float("nan"), **det}
-    return m, {"scores": scores, "labels": labels, "trig": trig}
+    return m, {"scores": scores, "labels": labels, "trig": trig, "clean": clean}
 
 
 def latency(model, patchers: dict, splits: dict, p: dict) -> dict:
@@ -84,7 +92,16 @@ def baseline(model, data: dict, p: dict, target: int) -> dict:
     return {"CA": accuracy(base_clean.labels, data["y_clean"]),
             "ASR": attack_success_rate(base_trig.labels, data["y_trig"], target),
             "ASR_floor": float(np.mean(base_clean.labels[non_target] == target)),
-            "eager_logits": eager_clean.logits}
+            "eager_logits": eager_clean.logits, "clean_labels": base_clean.labels}
+
+
+def intervals(params: dict, data: dict, base: dict, raw: dict, target: int) -> dict:
+    """Bootstrap intervals of the default mode's CA drop and ASR over the floor. The triggered test
+    inputs are the non-target clean test inputs with the trigger, in the same order (test_sets)."""
+    floor = base["clean_labels"][np.asarray(data["y_clean"]) != target]
+    return {"mode": params["evaluate"]["default_mode"],
+            **backdoor_intervals(data["y_clean"], base["clean_labels"], raw["clean"].labels, raw["trig"].labels, floor,
+                                 target, resamples(params), params.get("seed", 0))}
 
 
 def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
@@ -93,7 +110,7 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     base = baseline(model, data, p, target)
     patchers = shipped_patchers(params, model, det)
     report = {"scenario": params["scenario"], "kind": params["kind"], "default_mode": p["default_mode"],
-              "definitions": DEFINITIONS, "unpatched": {k: v for k, v in base.items() if k != "eager_logits"},
+              "definitions": DEFINITIONS, "unpatched": report_block(base),
               "patched": {}}
     shipped = patchers[p["default_mode"]]  # the oracle patches like the shipped patch (benign value, layers)
     oracle = predict_oracle(model, data["x_trig"], torch.as_tensor(np.asarray(data["tokens_trig"])).bool(),
@@ -102,6 +119,8 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     raw = {}
     for mode, patched in patchers.items():
         report["patched"][mode], raw[mode] = mode_metrics(patched, data, base, target, p["batch_size"])
+    if resamples(params):
+        report["intervals"] = intervals(params, data, base, raw[p["default_mode"]], target)
     lat = latency(model, patchers, {"clean": data["x_clean"], "triggered": data["x_trig"]}, p)
     report["latency"] = lat
     for mode in patchers:

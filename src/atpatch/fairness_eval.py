@@ -29,6 +29,7 @@ from atpatch.errors import AtPatchError
 from atpatch.evaluation import predict_oracle, predict_patched, predict_plain
 from atpatch.fairness import counterfactual_flip_rate, group_metrics
 from atpatch.metrics import DEFINITIONS, detection_metrics, input_flag_rate
+from atpatch.uncertainty import fairness_intervals, resamples
 
 FAIRNESS_DEFINITIONS = {
     "CA": DEFINITIONS.get("CA", "accuracy on the clean test set"),
@@ -43,6 +44,8 @@ FAIRNESS_DEFINITIONS = {
     "input_flag_rate_clean": "share of test inputs without a flip (no fault) that get any flag",
     "input_flag_rate_faulty": "share of test inputs with a flip that get any flag",
     "reduction": "relative reduction (before - after) / before",
+    "intervals": "bootstrap percentile intervals (test rows resampled, before and after on the same rows) of the "
+                 "default mode's accuracy drop and reductions, primary attribute",
     "oracle": "the ceiling of the patch, no detector: the protected attribute's tokens patched in every test input "
               "and every counterfactual input (flipping or not), with the shipped patch's benign value and layers",
 }
@@ -150,6 +153,10 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
                  input_flag_rate_clean=input_flag_rate(test.flagged[~flipped]),
                  input_flag_rate_faulty=input_flag_rate(test.flagged[flipped]))
         report["patched"][mode] = m
+        if mode == p["default_mode"] and resamples(params):
+            report["intervals"] = {"mode": mode, "attribute": primary, **fairness_intervals(
+                data["y"], data["attributes"][primary]["sensitive"], base_pred, flipped, pred,
+                per_attr[primary]["flipped"], resamples(params), params.get("seed", 0))}
         raw[mode] = {"scores": test.scores[cand], "labels": faults[cand].astype(int), "test": test, "faulty": flipped}
     lat = latency(model, patchers, {"clean": data["x"]}, p)
     report["latency"] = lat

@@ -14,6 +14,8 @@ DEFINITIONS = {
     "input_TPR": "share of triggered inputs with at least one flagged position",
     "input_FPR": "share of clean inputs with at least one flagged position (1 - pass-through rate)",
     "latency_ratio": "median batch latency patched / unpatched (model's default attention implementation)",
+    "intervals": "bootstrap percentile intervals (evaluate.bootstrap resamples) of the default mode's CA drop "
+                 "(clean test inputs resampled) and ASR - ASR_floor (each triggered input resampled with its clean self)",
 }
 
 

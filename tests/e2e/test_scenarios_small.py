@@ -83,6 +83,8 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
         for key in ["CA", "column_auroc", "input_flag_rate_clean", *EXPECTED[scenario]["metrics"]]:
             assert key in report["patched"][mode], (mode, key)
     assert set(EXPECTED[scenario]["defined"]) <= set(report["definitions"])
+    intervals = report["intervals"]  # bootstrap intervals of the default mode (backdoor: triggered paired with clean)
+    assert intervals["mode"] == report["default_mode"] and intervals["CA_drop"][0] <= intervals["CA_drop"][1]
     print(scenario, json.dumps({k: v for k, v in report["patched"][report["default_mode"]].items()
                                 if not isinstance(v, dict)}, indent=None))
     gate = json.loads((metrics / "gate.json").read_text())

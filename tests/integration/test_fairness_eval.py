@@ -108,6 +108,12 @@ def test_report_has_an_oracle_block_shaped_like_a_patched_one(victim, benign_val
         assert oracle["flip_rate"] == 0.0 and oracle["flip_rate_reduction"] == 1.0
     fairness_eval.print_table(report)
     assert "oracle" in capsys.readouterr().out
+    iv = report["intervals"]  # bootstrap intervals around the default mode's numbers
+    assert (iv["mode"], iv["attribute"], iv["n_boot"]) == ("two-pass", "sex", 1000) and "intervals" in report["definitions"]
+    for key in ("CA_drop", "flip_rate_reduction", "dp_diff_reduction", "eo_diff_reduction"):
+        point = report["unpatched"]["CA"] - patched["CA"] if key == "CA_drop" else patched[key]
+        low, high = iv[key]
+        assert low <= point + 1e-9 and point - 1e-9 <= high, (key, iv[key], point)  # a percentile interval of a smooth statistic
 
 
 def test_oracle_masks_need_one_mask_per_counterfactual(victim):
