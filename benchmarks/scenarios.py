@@ -166,6 +166,20 @@ def fairness_table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+INTERVAL_NAMES = {"CA_drop": "CA drop", "ASR_over_floor": "ASR - floor", "flip_rate_reduction": "flip reduction",
+                  "dp_diff_reduction": "DP reduction", "eo_diff_reduction": "EO reduction"}
+
+
+def intervals_line(r: dict) -> str | None:
+    """One line of the variant's bootstrap intervals (evaluate.json `intervals`; older reports have none)."""
+    iv = r["evaluate"].get("intervals")
+    if not iv:
+        return None
+    parts = [f"{label} [{pct(iv[k][0])}, {pct(iv[k][1])}]" for k, label in INTERVAL_NAMES.items() if iv.get(k)]
+    return (f"- {r['variant']}: {100 * iv['level']:.0f}% bootstrap intervals ({iv['mode']}, {iv['n_boot']} resamples"
+            f"{', ' + iv['attribute'] if iv.get('attribute') else ''}), in %: " + "; ".join(parts))
+
+
 def minutes(seconds: float | None) -> str:
     return "" if seconds is None else f" {seconds / 60:.1f} min"
 
@@ -209,6 +223,9 @@ def results_markdown() -> str:
         parts.append(fairness_table(results) if fairness else backdoor_table(results))
         parts.append("\n".join(f"- {r['variant']}: `dvc repro` {r.get('repro', 'from scratch')}{minutes(r['repro_seconds'])}; gate "
                                 f"reasons: {r['gate']['reasons'] or 'none'}" for r in results) + "\n")
+        lines = [line for line in map(intervals_line, results) if line]
+        if lines:
+            parts.append("\n".join(lines) + "\n")
         parts.append(baselines_summary(scenario))
     return "\n".join(parts)
 

@@ -28,3 +28,12 @@ def test_a_run_of_some_variants_keeps_the_others_with_their_own_command(tmp_path
     assert [r["x"] for r in kept] == [1, 20, 4]
     assert [r["command"] for r in kept] == ["old run", "new run", "new run"]
     assert bench.kept_results(tmp_path / "none.json", "tabular-fairness", new) == new
+
+
+def test_intervals_line_reads_the_report_and_skips_reports_without_intervals():
+    iv = {"mode": "two-pass", "n_boot": 1000, "level": 0.95, "attribute": "sex", "CA_drop": [-0.01, 0.002],
+          "dp_diff_reduction": [0.4, 0.55]}
+    line = bench.intervals_line({"variant": "sex", "evaluate": {"intervals": iv}})
+    assert line == ("- sex: 95% bootstrap intervals (two-pass, 1000 resamples, sex), in %: CA drop [-1.00, 0.20]; "
+                    "DP reduction [40.00, 55.00]")
+    assert bench.intervals_line({"variant": "old", "evaluate": {}}) is None
