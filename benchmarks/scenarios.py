@@ -34,11 +34,14 @@ VARIANTS = {
     "vision-backdoor": {"corner": {"generate": {"trigger": {"position": "corner"}}},
                         "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}}},
     # race: the param the issue names (gated attribute race, training split skewed against Black
-    # earners >50K as the default is against women). sex-skew-*: how far the patch closes the DP gap
-    # as the skew that makes the victim unfair varies (README, tabular-fairness).
+    # earners >50K as the default is against women). Its calibration was chosen on the debugging
+    # split (operating_points.py --split debug): at the sex default (FPR 0.05, threshold floor 0.5) a
+    # race counterfactual (5 values) often went unflagged and flip fell 57%; FPR 0.1 without the
+    # floor: 83%. sex-skew-*: how far the patch closes the DP gap as the skew varies (README).
     "tabular-fairness": {"sex": {},
                          "race": {"generate": {"protected": ["race", "sex"],
-                                               "skew": {"attribute": "race", "group": "Black", "label": 1, "keep": 0.2}}},
+                                               "skew": {"attribute": "race", "group": "Black", "label": 1, "keep": 0.2}},
+                                  "train_detector": {"calibration_fpr": 0.1, "min_threshold": 0.0}},
                          **{f"sex-skew-{keep}": {"generate": {"skew": {"keep": keep}}} for keep in (0.05, 0.1, 0.3, 0.5)},
                          "sex-no-skew": {"generate": {"skew": None}}},
     "tabular-fairness-compas": {"default": {}},
