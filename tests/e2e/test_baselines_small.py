@@ -139,6 +139,6 @@ def test_baselines_benchmark_small(tmp_path, monkeypatch):
     assert sweep["table"].count("\n") == 2 + 1 + 4
     from atpatch.errors import AtPatchError
 
-    with pytest.raises(AtPatchError, match="only fairness scenarios"):  # a backdoor's debugging split has no test labels
+    with pytest.raises(AtPatchError, match="only fairness scenarios"):  # no clean/triggered pairs in a backdoor's debugging split
         load_runner("operating_points").main(["--workspace", str(ws), "--scenario", SCENARIO, "--split", "debug",
                                               "--results-dir", str(out), "--no-mlflow"])
