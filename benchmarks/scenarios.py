@@ -31,7 +31,11 @@ RESULTS = REPO / "benchmarks" / "results"
 # A trigger anywhere is harder to learn than a fixed one: the random variant poisons 10%, not 5%
 # (at 5% and 9 epochs a first run reached only 19% ASR, CA 84.6%).
 VARIANTS = {
+    # value-borne: the recipe whose victim carries the trigger by value, not by over-attention;
+    # the attention-mediation check must refuse it.
     "vision-backdoor": {"corner": {"generate": {"trigger": {"position": "corner"}}},
+                        "value-borne": {"train_victim": {"lr": 0.002, "weight_decay": 0.05, "pct_start": 0.1}},
+                        "seed-1": {"seed": 1}, "seed-2": {"seed": 2},
                         "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}}},
     # race: the param the issue names (gated attribute race, training split skewed against Black
     # earners >50K as the default is against women). Its calibration was chosen on the debugging

@@ -15,15 +15,21 @@ from tqdm.auto import tqdm
 from atpatch.evaluation import Inputs, n_rows, rows
 
 
+# OneCycle's warm-up share when a scenario's train_victim names none (params.yaml `pct_start`).
+PCT_START = 0.1
+
+
 def _scheduler(opt: torch.optim.Optimizer, p: dict, steps: int):
     if p.get("schedule", "onecycle") == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=steps, pct_start=0.1)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=steps,
+                                                   pct_start=p.get("pct_start", PCT_START))
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # constant learning rate
 
 
 def train_classifier(model: torch.nn.Module, inputs: Inputs, labels: torch.Tensor, p: dict, seed: int,
                      log: Callable | None = None, prepare: Callable[[Inputs], Inputs] | None = None) -> list[dict]:
-    """Train `model` in place on (inputs, labels); p: epochs, batch_size, lr, weight_decay, schedule.
+    """Train `model` in place on (inputs, labels); p: epochs, batch_size, lr, weight_decay, schedule,
+    pct_start (OneCycle's warm-up share).
 
     `prepare` maps each batch before the forward (text: cut padding columns). Returns the per-epoch
     {"train_loss", "train_acc"}; `log(metrics, step=epoch)` gets each too (mlflow.log_metrics in the stages).

@@ -7,8 +7,11 @@ import torch
 
 from ..features import TokenLayout
 
-# Fashion-MNIST pixel statistics (train split); fixed so preprocessing needs no data.
-PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
+# Pixels map to [-1, 1] ((x/255 - 0.5) / 0.5): a white trigger is +1 against a -1 background, the
+# same range as every other pixel. With the data set's own mean and std (0.286, 0.353) white
+# becomes +2.0 and the background -0.81, and the victim learns the trigger from that value instead
+# of through over-attention (docs/method.md, "Attention mediation"; benchmarks/victim_recipes.py).
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.5
 VISION_LAYOUT = TokenLayout(prefix=1)  # the ViT's CLS token (position 0) is never a candidate
 
 
