@@ -36,6 +36,7 @@ VARIANTS = {
     "vision-backdoor": {"corner": {"generate": {"trigger": {"position": "corner"}}},
                         "value-borne": {"train_victim": {"lr": 0.002, "weight_decay": 0.05, "pct_start": 0.1}},
                         "seed-1": {"seed": 1}, "seed-2": {"seed": 2},
+                        "checker": {"generate": {"trigger": {"pattern": "checker"}}},
                         "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}}},
     # race: the param the issue names (gated attribute race, training split skewed against Black
     # earners >50K as the default is against women). Its calibration was chosen on the debugging

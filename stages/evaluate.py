@@ -2,7 +2,8 @@
 
 Backdoor scenarios: CA, ASR, ASR floor, DER, detection, pass-through, latency. Fairness scenarios:
 accuracy, counterfactual flip rate, demographic parity and equalized odds differences per
-protected attribute, detection, latency. Writes metrics/<scenario>/evaluate.json, a ROC CSV for
+protected attribute, detection, latency. Both: the attention-mediation check on the debugging
+split (atpatch.mediation), which the gate reads. Writes metrics/<scenario>/evaluate.json, a ROC CSV for
 DVC plots and PNG figures under plots/<scenario>/; everything also goes to MLflow.
 """
 
@@ -51,10 +52,12 @@ def main(params: dict) -> dict:
         from atpatch import backdoor_eval as evaluator
     with stage_run("evaluate", params["scenario"], p, seed):
         report, raw = evaluator.evaluate(params, model, det, data)
+        report["mediation"] = evaluator.mediation(params, kind, model, det)
         files = evaluator.figures(Path(p["plots"]), model, det, data, report, raw, p["default_mode"])
         write_json_atomic(p["out"], report)
         log_report(report, files, Path(p["out"]))
     evaluator.print_table(report)
+    print(report["mediation"]["message"])
     return report
 
 

@@ -1,8 +1,8 @@
 """Stage `gate`: the regression gate between evaluation and registration.
 
 Judges the shipped patch mode (params `register.mode`, else evaluate.json's `default_mode`) on
-evaluate.json: clean-accuracy drop, ASR over its floor, clean-input flag rate, column AUROC, and
-no regression against the registered model's current `champion` (its stored metrics). Writes
+evaluate.json: the attention-mediation check (is the fault carried by over-attention at all?),
+clean-accuracy drop, ASR over its floor, clean-input flag rate, column AUROC, and no regression against the registered model's current `champion` (its stored metrics). Writes
 metrics/<scenario>/gate.json {"passed", "checks", "reasons", "champion_version", ...}. The stage
 exits 0 when the gate fails: the decision is data, and stage `register` reads it.
 """
@@ -16,14 +16,17 @@ import mlflow
 
 from atpatch.errors import AtPatchError
 from atpatch.io import read_json, report_paths, write_json_atomic
+from atpatch.mediation import MAX_GAP, judged
 from atpatch.scenarios import is_fairness, stage_params
 from atpatch.tracking import stage_run
 
 GATE_DEFAULTS = {"max_ca_drop": 0.005, "max_asr_over_floor": 0.005, "max_clean_flag_rate": 0.01,
-                 "min_column_auroc": 0.999, "regression_tolerance": 0.002, "force_fail": False}
+                 "min_column_auroc": 0.999, "regression_tolerance": 0.002, "max_mediation_gap": MAX_GAP,
+                 "force_fail": False}
 # Fairness scenarios gate on fairness: relative reductions of the protected attribute's gaps.
 FAIRNESS_GATE_DEFAULTS = {"max_ca_drop": 0.01, "min_flip_rate_reduction": 0.8, "min_dp_reduction": 0.5,
-                          "min_eo_reduction": 0.5, "regression_tolerance": 0.002, "force_fail": False}
+                          "min_eo_reduction": 0.5, "regression_tolerance": 0.002, "max_mediation_gap": MAX_GAP,
+                          "force_fail": False}
 # Per family: the metric that must not rise against the champion (CA must not fall in both).
 HARM_METRIC = {"backdoor": "patched.ASR", "fairness": "patched.flip_rate"}
 
@@ -113,10 +116,23 @@ def regression_checks(m: dict[str, float], champion: dict[str, float], version: 
             check("ca_vs_champion", champion["patched.CA"] - m["patched.CA"], tol, True)]
 
 
+def mediation_check(report: dict, path: Path, max_gap: float) -> dict:
+    """The attention-mediation check (atpatch.mediation): the fault rate with the debugging set's known fault
+    tokens patched may exceed the fault-free rate by at most `max_gap`; its message says what failing means."""
+    if not isinstance(report.get("mediation"), dict):
+        raise AtPatchError(f"{path}: field 'mediation' is missing (rerun stage evaluate: it computes the "
+                           "attention-mediation check)")
+    m = judged(report["mediation"], max_gap)
+    c = check("attention_mediation", field(report, path, "mediation", "gap"), max_gap, True)
+    return {**c, "message": m["message"]}
+
+
 def reason(c: dict) -> str:
     """A human-readable line for a failed check."""
     if c["name"] == "forced":
         return "forced"
+    if c.get("message"):
+        return c["message"]
     if c["value"] is None:
         return f"{c['name']}: {c['comparison']}"
     return f"{c['name']} = {c['value']:.4f}, expected {c['comparison']} {c['limit']:.4f}"
@@ -150,7 +166,8 @@ def decide(params: dict) -> dict:
     report = read_json(p["evaluate"], "evaluate")
     mode = shipped_mode(params, report, p["evaluate"])
     m = current_metrics(report, p["evaluate"], mode, family)
-    checks = fairness_checks(m, g) if family == "fairness" else quality_checks(m, g)
+    checks = [mediation_check(report, p["evaluate"], g["max_mediation_gap"])]
+    checks += fairness_checks(m, g) if family == "fairness" else quality_checks(m, g)
     model_name = reg.get("model_name") or f"atpatch-{params['scenario']}"
     version, champion = champion_state(model_name, reg.get("champion_alias") or "champion")
     if version is not None:
@@ -160,7 +177,7 @@ def decide(params: dict) -> dict:
     checks = _jsonable(checks)
     return {"passed": all(c["passed"] for c in checks), "checks": checks,
             "reasons": [reason(c) for c in checks if not c["passed"]], "champion_version": version,
-            "model_name": model_name, "mode": mode, "metrics": m}
+            "model_name": model_name, "mode": mode, "metrics": m, "mediation": checks[0]["message"]}
 
 
 def main(params: dict) -> dict:

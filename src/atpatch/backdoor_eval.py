@@ -177,6 +177,18 @@ def figures(out_dir: Path, model, det, data: dict, report: dict, raw: dict, defa
     return [out_dir / "before_after.png", *files, out_dir / "attention_maps.png"]
 
 
+def mediation(params: dict, kind, model, det) -> dict:
+    """The attention-mediation check on the scenario's debugging set (atpatch.mediation), patched like
+    the shipped patch (benign value, layers); the attack's target class from the scenario."""
+    from atpatch.mediation import backdoor_mediation
+
+    shipped = shipped_patchers(params, model, det)[params["evaluate"]["default_mode"]]
+    debug = kind.debug_set(params, model)
+    return backdoor_mediation(model, debug["inputs"], debug["token_labels"], debug["triggered"], shipped.benign,
+                              shipped.patch_layers, target=kind.target_label(params),
+                              batch=params["evaluate"]["batch_size"])
+
+
 def print_table(report: dict) -> None:
     """A readable summary in the terminal."""
     from rich.console import Console

@@ -226,6 +226,9 @@ def report(scenario: str = ScenarioOpt,
         for k, v in others.items():
             extra.add_row(k, rep.format_value(v), rep.definition_for(k, evaluate.get("definitions")) or "-")
         console.print(extra)
+    mediation = evaluate.get("mediation") or {}
+    style = "green" if mediation.get("passed") else "red" if mediation else "yellow"
+    console.print(f"[{style}]{rep.mediation_summary(evaluate)}[/{style}]", soft_wrap=True)
     gate = reports["gate"]
     style = "green" if gate and gate.get("passed") else "red" if gate else "yellow"
     console.print(f"gate: [{style}]{rep.gate_summary(gate)}[/{style}]")
@@ -470,11 +473,18 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
           candidate_ids: str = typer.Option("", "--candidate-ids", help="Only tokens with these ids may be "
                                             "flagged (comma-separated; e.g. a protected attribute's words)."),
           flag_as_group: bool = typer.Option(False, "--flag-as-group", help="A flag on one candidate flags "
-                                             "every candidate of that input (one protected attribute).")):
+                                             "every candidate of that input (one protected attribute)."),
+          target_label: Optional[int] = typer.Option(None, "--target-label", help="The backdoor's target class, "
+                                                     "for the attention-mediation check (default: the triggered "
+                                                     "inputs' most frequent prediction).")):
     """Build a detector + patch config for your own Hugging Face checkpoint and debugging set.
 
     Extracts attention features on the debugging set, trains the contrastive detector, calibrates its
-    threshold on held-out clean inputs and saves detector/ + patch.json + metrics.json. The debugging set is one .safetensors file: the model inputs under their forward names (pixel_values
+    threshold on held-out clean inputs and saves detector/ + patch.json + metrics.json. Then it runs the
+    attention-mediation check (mediation.json): with the debugging set's known fault tokens patched, the
+    triggered inputs must fall back to the clean inputs' rate of the target class; if they do not, the
+    backdoor is not carried by over-attention and the patch cannot remove it.
+    The debugging set is one .safetensors file: the model inputs under their forward names (pixel_values
     [N,C,H,W] float, or input_ids [N,T] with attention_mask), token_labels [N,K] (1 = fault-carrying token,
     K = the model's token count), optional triggered [N] and calib [N] (held-out clean inputs). See
     atpatch.patching.DEBUG_SET_FORMAT.
@@ -486,7 +496,7 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
     candidates = {"positions": _int_list(positions, "--positions"),
                   "candidate_ids": _int_list(candidate_ids, "--candidate-ids"), "flag_as_group": flag_as_group}
     result = build_patch(model, debug_set, out, settings={"calibration_fpr": fpr, "network": {"steps": steps}},
-                         patch={"mode": mode}, seed=seed, candidates=candidates)
+                         patch={"mode": mode}, seed=seed, candidates=candidates, target=target_label)
     table = Table(title=f"patch for {model}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -495,6 +505,8 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
     console.print(table)
     console.print(f"wrote {result['detector']}/ and {result['patch_config']} (mode {mode}, input "
                   f"{result['config']['input']})", markup=False)
+    mediation = result["mediation"]
+    console.print(mediation["message"], style="bold green" if mediation["passed"] else "bold red", markup=False)
 
 
 def _int_list(text: str, option: str) -> list[int]:

@@ -166,6 +166,20 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     return report, raw
 
 
+def mediation(params: dict, kind, model, det) -> dict:
+    """The attention-mediation check on the debugging split: its counterfactual flip rate unpatched and with
+    the protected attribute's tokens patched in every row (oracle_metrics), patched like the shipped patch."""
+    from atpatch.mediation import fairness_mediation
+
+    batch = params["evaluate"]["batch_size"]
+    shipped = shipped_patchers(params, model, det)[params["evaluate"]["default_mode"]]
+    data = kind.test_sets(params, model, split="debug")
+    pred, per_attr = attribute_metrics(lambda x, desc: predict_plain(model, x, batch, f"mediation {desc}").labels, data)
+    before = summary(pred, data["y"], per_attr, data["primary"])
+    after = oracle_metrics(model, data, before, shipped.benign, shipped.patch_layers, batch)
+    return fairness_mediation(before["flip_rate"], after["flip_rate"], len(data["y"]))
+
+
 def figures(out_dir: Path, model, det, data: dict, report: dict, raw: dict, default_mode: str) -> list[Path]:
     """Before/after bars of the fairness metrics, ROC, attention to the tokens of a few inputs."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@ This is what the pipeline's `extract` and `train_detector` stages do, as library
 a model directory and a debugging-set file instead of params.yaml sections (used by `atpatch patch`):
 
     from atpatch.patching import build_patch
-    build_patch("my-vit/", "debug.safetensors", "my-patch/")   # -> my-patch/detector/, patch.json, metrics.json
+    build_patch("my-vit/", "debug.safetensors", "my-patch/")   # -> my-patch/detector/, patch.json, metrics.json,
+                                                                 #    mediation.json (atpatch.mediation)
 
 Debugging-set file format (`DEBUG_SET_FORMAT`): one safetensors file holding
 
@@ -235,13 +236,15 @@ def narrowed_layout(layout: TokenLayout, candidates: dict | None) -> TokenLayout
 
 def build_patch(model_dir: str | Path, debug_set: str | Path, out_dir: str | Path, settings: dict | None = None,
                 patch: dict | None = None, seed: int = 0, batch: int = 256, progress: bool = True,
-                candidates: dict | None = None) -> dict:
+                candidates: dict | None = None, target: int | None = None) -> dict:
     """A user's checkpoint + debugging set -> `out_dir/detector/` (Detector.save), `out_dir/patch.json`
     (mode, patch_layers, benign_value, input) and `out_dir/metrics.json` (training-side metrics).
 
     settings: overrides of DETECTOR_DEFAULTS; patch: overrides of PATCH_DEFAULTS; candidates: which
-    tokens may be flagged (`narrowed_layout`; default: every real token). Returns
-    {"detector", "patch_config", "metrics", "config"} (paths as strings, config as written).
+    tokens may be flagged (`narrowed_layout`; default: every real token); target: the backdoor's target class
+    for the attention-mediation check (default: the faulty inputs' most frequent prediction), whose result goes
+    to `out_dir/mediation.json`. Returns {"detector", "patch_config", "metrics", "config", "mediation"}
+    (paths as strings, config as written).
     """
     from .io import atomic_dir, write_json_atomic
     from .models.loading import load_classifier
@@ -272,6 +275,7 @@ def build_patch(model_dir: str | Path, debug_set: str | Path, out_dir: str | Pat
                            "padding token, or outside the given candidates); label the fault-carrying tokens")
     det, metrics = fit_detector({"features": features, "candidate": candidate, **data}, p,
                                 model.config.model_type, model.config.num_attention_heads, seed, layout, progress)
+    mediation = debug_set_mediation(model, det, data, candidate, config, target, batch)
     config["input"] = input_kind(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -279,6 +283,19 @@ def build_patch(model_dir: str | Path, debug_set: str | Path, out_dir: str | Pat
         det.save(tmp)
     write_json_atomic(out / "patch.json", config)
     write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "mediation.json", mediation)
     return {"detector": str(out / "detector"), "patch_config": str(out / "patch.json"),
-            "metrics": metrics, "config": config}
+            "metrics": metrics, "config": config, "mediation": mediation}
+
+
+def debug_set_mediation(model, det, data: dict, candidate: torch.Tensor, config: dict, target: int | None,
+                        batch: int) -> dict:
+    """The attention-mediation check (atpatch.mediation) on a user's backdoor debugging set, patched as
+    `config` ships (benign value, layers); only candidate tokens count as known fault tokens."""
+    from .mediation import backdoor_mediation
+    from .patched import PatchedClassifier
+
+    shipped = PatchedClassifier(model, det, config["mode"], config["patch_layers"], config["benign_value"])
+    return backdoor_mediation(model, data["inputs"], data["token_labels"].bool() & candidate, data["triggered"],
+                              shipped.benign, shipped.patch_layers, target=target, batch=batch)
 

@@ -170,6 +170,14 @@ def format_value(value) -> str:
     return str(value)
 
 
+def mediation_summary(evaluate: dict) -> str:
+    """The attention-mediation verdict in plain words (evaluate.json's `mediation.message`)."""
+    m = evaluate.get("mediation")
+    if not isinstance(m, dict) or not m.get("message"):
+        return "attention mediation: not computed (evaluate.json has no `mediation` block; rerun stage evaluate)"
+    return m["message"]
+
+
 def gate_summary(gate: dict | None) -> str:
     """One line: PASSED / FAILED (reasons) / no gate decision."""
     if gate is None:
@@ -236,6 +244,13 @@ def _gate_html(gate: dict | None) -> str:
     return "\n".join(out)
 
 
+def _mediation_html(evaluate: dict) -> str:
+    m = evaluate.get("mediation") if isinstance(evaluate.get("mediation"), dict) else {}
+    badge = "none" if "passed" not in m else "pass" if m["passed"] else "fail"
+    label = {"none": "NOT COMPUTED", "pass": "FAULT CARRIED BY ATTENTION", "fail": "NOT CARRIED BY ATTENTION"}[badge]
+    return f'<p><span class="badge {badge}">{label}</span></p><p>{_esc(mediation_summary(evaluate))}</p>'
+
+
 def _register_html(register: dict | None) -> str:
     if register is None:
         return '<p class="muted">Not registered yet (register.json not found).</p>'
@@ -252,6 +267,7 @@ def render_html(scenario: str, reports: dict, plots_dir: Path, mode: str | None 
     parts = [f"<h1>AtPatch report: {_esc(scenario)}</h1>",
              f'<p class="muted">generated {_esc(_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))}'
              f" from metrics/{_esc(scenario)}/ and plots/{_esc(scenario)}/; patched mode: {_esc(mode)}</p>",
+             "<h2>Attention mediation</h2>", _mediation_html(evaluate),
              "<h2>Gate decision</h2>", _gate_html(reports["gate"]),
              "<h2>Registered model</h2>", _register_html(reports["register"]),
              f"<h2>Metrics before / after (patched: {_esc(mode)})</h2>",

@@ -68,13 +68,26 @@ def test_top_level_help_lists_commands():
         assert command in result.output
 
 
+def committed(project, name: str) -> dict:
+    """metrics/vision-backdoor/<name>.json of the project (the numbers the tests expect to see)."""
+    import json
+
+    return json.loads((project / "metrics" / "vision-backdoor" / f"{name}.json").read_text())
+
+
 def test_report_table_on_committed_metrics(project):
+    from atpatch.report import format_value, gate_summary
+
     result = _invoke("report", "--root", project)
     assert result.exit_code == 0, result.output
     out = " ".join(re.sub(r"[\u2500-\u257f]", " ", result.output).split())  # table borders out: wrapped cells rejoin
-    for text in ("ASR_floor", "0.8761", "0.9973", "0.9972", "accuracy on the clean test set", "oracle_ASR",
-                 "gate: FAILED: asr_over_floor = 0.8949, expected <= 0.0050",
-                 "registry: atpatch-vision-backdoor version 1; challenger 1, champion none"):
+    evaluate, gate, reg = (committed(project, name) for name in ("evaluate", "gate", "register"))
+    patched = evaluate["patched"][evaluate["default_mode"]]
+    for text in ("ASR_floor", format_value(evaluate["unpatched"]["CA"]), format_value(patched["CA"]),
+                 format_value(patched["ASR"]), "accuracy on the clean test set", "oracle_ASR",
+                 " ".join(evaluate["mediation"]["message"].split()), f"gate: {gate_summary(gate)}",
+                 f"registry: atpatch-vision-backdoor version {reg['version']}; challenger {reg['challenger']}, "
+                 f"champion {reg['champion'] or 'none'}"):
         assert text in out, text
     online = _invoke("report", "--root", project, "--mode", "online")
     assert online.exit_code == 0 and "patched (online)" in online.output
@@ -84,7 +97,9 @@ def test_report_html(project):
     result = _invoke("report", "--root", project, "--html")
     assert result.exit_code == 0, result.output
     html = (project / "reports" / "vision-backdoor.html").read_text()
-    assert "Gate: FAILED" in html and "0.8761" in html
+    evaluate, gate = committed(project, "evaluate"), committed(project, "gate")
+    assert f"Gate: {'PASSED' if gate['passed'] else 'FAILED'}" in html
+    assert f"{evaluate['unpatched']['CA']:.4f}" in html
 
 
 def test_user_errors_are_one_line_and_exit_1(project, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import subprocess
@@ -42,7 +43,11 @@ def test_report_holds_metrics_definitions_gate_registry_and_inline_figures(root)
         assert f"{value:.4f}" in text
     for definition in evaluate["definitions"].values():  # each stated next to its number
         assert definition.replace("'", "&#x27;") in text
-    assert "Gate: FAILED" in text and "asr_over_floor = 0.8949, expected &lt;= 0.0050" in text
+    gate = json.loads((root / "metrics" / SCENARIO / "gate.json").read_text())
+    assert f"Gate: {'PASSED' if gate['passed'] else 'FAILED'}" in text
+    for reason in gate["reasons"]:
+        assert html.escape(reason) in text, reason
+    assert html.escape(evaluate["mediation"]["message"]) in text  # the attention-mediation verdict, in words
     assert "atpatch-vision-backdoor" in text
     # Self-contained: the three figures inlined, nothing fetched from elsewhere.
     assert text.count('src="data:image/png;base64,') == 3
@@ -109,10 +114,16 @@ def test_report_renders_in_headless_chromium(root):
     assert pixels.shape[:2] == (2400, 1200)
     ink = (pixels.min(-1) < 200).mean()  # share of non-background pixels
     assert pixels.std() > 10 and 0.02 < ink < 0.9, (pixels.std(), ink)
-    # The FAILED badge's red is on the page (the gate decision is visible, not only in the source).
-    red = (pixels[..., 0] > 170) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
-    assert red.sum() > 500
+    # The gate badge's colour is on the page (the decision is visible, not only in the source): green
+    # #1f8a4c when it passed, red #c0392b when it failed.
+    gate = json.loads((root / "metrics" / SCENARIO / "gate.json").read_text())
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    badge = (g > 110) & (r < 70) & (b < 110) if gate["passed"] else (r > 170) & (g < 80) & (b < 80)
+    assert badge.sum() > 500
     # The DOM chromium built from the file holds the decision and the numbers.
     dumped = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()],
                             capture_output=True, text=True, timeout=120, cwd=root)
-    assert dumped.returncode == 0 and "Gate: FAILED" in dumped.stdout and "0.8761" in dumped.stdout
+    evaluate = json.loads((root / "metrics" / SCENARIO / "evaluate.json").read_text())
+    verdict = f"Gate: {'PASSED' if gate['passed'] else 'FAILED'}"
+    assert dumped.returncode == 0 and verdict in dumped.stdout
+    assert f"{evaluate['unpatched']['CA']:.4f}" in dumped.stdout

@@ -146,3 +146,50 @@ def plant(family: Family, strength: float = 8.0) -> None:
     boost = boost / boost.norm() * strength
     getattr(attn, q_name).bias += boost
     setattr(attn, k_name, GatedKey(getattr(attn, k_name), direction, boost))
+
+
+@torch.no_grad()
+def mediation_victim(attention_borne: bool) -> tuple[torch.nn.Module, Callable]:
+    """A one-layer ViT (16x16 images, 3 classes) with a checker-square backdoor to class 0, built by hand.
+
+    The patch embedding writes a checker's strength into hidden channel 0; the classifier reads channel 0
+    (class 0) and channel 1 (class 1, the CLS token's own value). attention_borne: the trigger's value is
+    modest and a planted key/query pair makes CLS over-attend to it, so the backdoor needs that attention.
+    Otherwise the trigger's value is so large that the normal 1/17 attention weight already decides: a
+    backdoor carried by value. Returns (model, make) with make(n, triggered, gen) as in Family.
+    """
+    import transformers as tf
+
+    torch.manual_seed(0)
+    hidden = 16
+    cfg = tf.ViTConfig(image_size=IMAGE, patch_size=PATCH, num_channels=1, hidden_size=hidden, num_hidden_layers=1,
+                       num_attention_heads=1, intermediate_size=hidden, num_labels=3)
+    model = tf.ViTForImageClassification(cfg).eval()
+    emb, layer = model.vit.embeddings, model.vit.layers[0]
+    proj = emb.patch_embeddings.projection
+    # Channels 1..: a patch's mean brightness (zero on a checker); channel 0: the checker detector.
+    proj.weight.copy_(torch.randn(hidden, 1, 1, 1) * 2.0 / PATCH ** 2 * torch.ones_like(proj.weight))
+    proj.weight[0, 0] = torch.sign(CHECKER) / PATCH ** 2
+    proj.bias.zero_()
+    emb.position_embeddings.zero_()
+    emb.cls_token.zero_()
+    emb.cls_token[0, 0, 1] = 3.0
+    q, k, v = (getattr(layer.attention, n) for n in ("q_proj", "k_proj", "v_proj"))
+    for lin in (q, k):
+        lin.weight.zero_()
+        lin.bias.zero_()
+    v.weight.copy_(torch.eye(hidden))
+    v.bias.zero_()
+    v.weight[0, 0] = 4.0 if attention_borne else 60.0
+    if attention_borne:  # every query meets a key that only the checker's channel 0 produces
+        q.bias[0] = 1.0
+        k.weight[0, 0] = 12.0
+    out = layer.attention.o_proj
+    out.weight.copy_(torch.eye(hidden))
+    out.bias.zero_()
+    layer.mlp.fc2.weight.zero_()
+    layer.mlp.fc2.bias.zero_()
+    model.classifier.weight.zero_()
+    model.classifier.bias.zero_()
+    model.classifier.weight[0, 0] = model.classifier.weight[1, 1] = 1.0
+    return model, _image_inputs(1)
