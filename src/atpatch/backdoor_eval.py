@@ -23,7 +23,7 @@ from atpatch.patch import redistribute
 from atpatch.patched import PatchedClassifier
 from atpatch.uncertainty import backdoor_intervals, resamples
 
-RAW = ("eager_logits", "clean_labels")  # per-input arrays `baseline` returns that the report leaves out
+RAW = ("clean_logits", "clean_labels")  # per-input arrays `baseline` returns that the report leaves out
 
 
 def report_block(base: dict) -> dict:
@@ -57,7 +57,7 @@ def mode_metrics(patched, data: dict, base: dict, target: int, batch: int) -> tu
     flags = np.concatenate([trig.flagged[cand_t], clean.flagged[cand_c]])
     det = detection_metrics(scores, labels, flags)
     unflagged = ~clean.flagged.any(-1)
-    exact = (clean.logits[unflagged] == base["eager_logits"][unflagged]).all(-1)
+    exact = (clean.logits[unflagged] == base["clean_logits"][unflagged]).all(-1)
     m = {"CA": ca, "ASR": asr, "DER": der(base["ASR"], asr, base["CA"], ca),
          "input_flag_rate_clean": input_flag_rate(clean.flagged),
          "input_flag_rate_triggered": input_flag_rate(trig.flagged),
@@ -82,17 +82,15 @@ def latency(model, patchers: dict, splits: dict, p: dict) -> dict:
 
 
 def baseline(model, data: dict, p: dict, target: int) -> dict:
-    """The unpatched model (as its user runs it) and the eager logits pass-through is checked against."""
+    """The unpatched model as its user runs it (`default_attention`): its clean logits are the reference
+    that unflagged inputs must reproduce bit for bit (exact pass-through)."""
     base_clean = predict_plain(model, data["x_clean"], p["batch_size"], "unpatched clean")
     base_trig = predict_plain(model, data["x_trig"], p["batch_size"], "unpatched triggered")
-    model.set_attn_implementation("eager")
-    eager_clean = predict_plain(model, data["x_clean"], p["batch_size"], "eager clean")
-    model.set_attn_implementation(p["default_attention"])
     non_target = np.asarray(data["y_clean"]) != target
     return {"CA": accuracy(base_clean.labels, data["y_clean"]),
             "ASR": attack_success_rate(base_trig.labels, data["y_trig"], target),
             "ASR_floor": float(np.mean(base_clean.labels[non_target] == target)),
-            "eager_logits": eager_clean.logits, "clean_labels": base_clean.labels}
+            "clean_logits": base_clean.logits, "clean_labels": base_clean.labels}
 
 
 def intervals(params: dict, data: dict, base: dict, raw: dict, target: int) -> dict:

@@ -86,14 +86,22 @@ def column_features(probs: torch.Tensor, valid: torch.Tensor, kinds: tuple[str, 
     rows = probs * real[:, None, :, None] if padded else probs  # padding query rows out
     parts = {
         "mean": lambda: rows.sum(2),
-        # A 3-D view makes the max over queries ~4x faster on CPU than amax(2) on the 4-D tensor.
-        "max": lambda: rows.reshape(b * h, q, k).amax(1).reshape(b, h, k) * n,
+        "max": lambda: _query_max(rows.reshape(b * h, q, k)).reshape(b, h, k) * n,
         "cls": lambda: probs[:, :, 0, :] * n,
     }
     feats = torch.stack([parts[kind]() for kind in kinds], dim=-1)  # [B, H, K, kinds]
     if padded:
         feats = feats * real[:, None, :, None]
     return feats.permute(0, 2, 1, 3).reshape(b, k, h * len(kinds))
+
+
+def _query_max(rows: torch.Tensor) -> torch.Tensor:
+    """[N, Q, K] -> [N, K], the max over queries. Folding the query rows with an in-place maximum is about
+    2x faster on CPU than amax over the strided query dimension (and exact: max has no rounding)."""
+    out = rows[:, 0].clone()
+    for i in range(1, rows.shape[1]):
+        torch.maximum(out, rows[:, i], out=out)
+    return out
 
 
 def select_kind(features: torch.Tensor, heads: int, kinds: tuple[str, ...], kind: str) -> torch.Tensor:
@@ -120,6 +128,11 @@ class Recorder:
     maps: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, H, Q, K]
     valid: torch.Tensor | None = None
     candidate: torch.Tensor | None = None
+
+    @property
+    def layers_needed(self) -> tuple[int, ...] | None:
+        """The seam computes probabilities only at these layers (None: all)."""
+        return self.layers
 
     def __call__(self, layer: int, probs: torch.Tensor) -> torch.Tensor:
         if self.layers is None or layer in self.layers:

@@ -4,7 +4,8 @@ Two modes (DESIGN.md section 4):
 - "two-pass": an unpatched forward records features; only inputs with a flag run again, patched.
 - "online": each detector layer scores the current map inside the forward; flags accumulate and
   every patched layer from then on is redistributed.
-Inputs with nothing flagged return the unpatched eager logits bit for bit in both modes.
+Inputs with nothing flagged return the model's own logits bit for bit in both modes: those of its
+attention implementation as loaded (SDPA, eager, ...), which the seam keeps at every layer (atpatch.seam).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class _Redistributor:
 
     def __init__(self, flags, valid, benign, patch_layers):
         self.flags, self.valid, self.benign, self.patch_layers = flags, valid, benign, patch_layers
+        self.layers_needed = tuple(patch_layers)  # the seam leaves the other layers native
 
     def __call__(self, layer: int, probs: torch.Tensor) -> torch.Tensor:
         if layer not in self.patch_layers:
@@ -57,6 +59,7 @@ class _OnlinePatcher:
     def __init__(self, owner: "PatchedClassifier", inputs: dict):
         self.owner, self.inputs = owner, inputs
         self.flags = self.valid = self.candidate = self.running = self.patched = None
+        self.layers_needed = tuple(sorted(set(owner.detector.config.layers) | set(owner.patch_layers)))
 
     def _start(self, probs: torch.Tensor) -> None:
         b, k = probs.shape[0], probs.shape[-1]

@@ -36,8 +36,8 @@ ALIASES = {"column_auroc": "column_AUROC", "input_flag_rate_clean": "input_FPR",
 FALLBACK_DEFINITIONS = {
     "column_tpr": "share of fault-carrying candidate columns that are flagged",
     "column_fpr": "share of benign candidate columns that are flagged",
-    "clean_pass_through_exact": "share of unflagged clean inputs whose patched logits equal the unpatched eager "
-                                "logits bit for bit",
+    "clean_pass_through_exact": "share of unflagged clean inputs whose patched logits equal the unpatched model's "
+                                "logits (its own attention implementation) bit for bit",
     "latency_ratio_eager": "median batch latency patched / unpatched with eager attention",
 }
 SUFFIX_DEFINITIONS = (  # latency tables: <split>_<variant>_s, <split>_<mode>_ratio_<baseline>

@@ -1,9 +1,13 @@
 """The attention seam: one custom attention function registered with transformers.
 
-Inside `attention_seam(model, handler)` every self-attention layer of `model` computes eager
-attention, hands its probabilities to `handler(layer, probs)` and continues with what the handler
-returns. A handler that returns the very tensor it got leaves the layer's output bit-identical to
-the model's own eager attention (we reuse the model's eager function for that reason).
+Inside `attention_seam(model, handler)` every self-attention layer of `model` still computes its
+output with the model's own attention implementation (its "native" one: eager, SDPA, ...). At the
+layers the handler reads (`handler.layers_needed`, default all) the seam also computes the attention
+probabilities, hands them to `handler(layer, probs)` and, for the inputs whose probabilities the
+handler changed, recomputes the output from the new probabilities. A handler that returns the very
+tensor it got therefore leaves the model's output bit-identical to the model run without the seam,
+and a layer no handler reads costs what it costs the user (SDPA never exposes its probabilities, so
+those are computed beside it only where needed).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ ATTENTION_MODULES: dict[str, str] = {
 
 
 class AttentionHandler(Protocol):
+    """A callable; it may also have `layers_needed`, the layer indices it reads (None or absent: all)."""
+
     def __call__(self, layer: int, probs: torch.Tensor) -> torch.Tensor:
         """probs: [B, H, Q, K] post-softmax; return the same tensor or a patched one of that shape."""
 
@@ -41,6 +47,8 @@ class AttentionHandler(Protocol):
 class _Active:
     layers: dict[int, int]  # id(attention module) -> layer index
     handler: AttentionHandler
+    native: str  # the model's attention implementation outside the seam
+    needed: frozenset[int] | None  # layers whose probabilities the handler reads (None: all)
 
 
 _ACTIVE: contextvars.ContextVar[_Active | None] = contextvars.ContextVar("atpatch_seam", default=None)
@@ -73,18 +81,43 @@ def _native_eager(module: nn.Module) -> Callable:
     return fn
 
 
-def _seam_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Eager attention that lets the active handler rewrite the probabilities.
+def _native_function(module: nn.Module, native: str) -> Callable:
+    """The attention function the model runs outside the seam (its own eager one for "eager")."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    query/key/value: [B, H, T, D]; returns (output [B, Q, H, D] contiguous, probs [B, H, Q, K]).
+    if native in ("eager", SEAM_NAME) or native not in ALL_ATTENTION_FUNCTIONS:
+        return _native_eager(module)
+    return ALL_ATTENTION_FUNCTIONS[native]
+
+
+def _probabilities(query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                   scaling: float | None) -> torch.Tensor:
+    """The eager attention probabilities [B, H, Q, K], for an additive float or a boolean keep mask
+    (the same operations as the eager functions, so both give the same bits)."""
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        mask = attention_mask[:, :, :, : key.shape[-2]]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+
+
+def _seam_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The model's own attention, with the probabilities of the layers the handler reads handed to it.
+
+    query/key/value: [B, H, T, D]; returns (output [B, Q, H, D] contiguous, probs [B, H, Q, K] or None).
     """
-    output, probs = _native_eager(module)(
-        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-    )
     active = _ACTIVE.get()
+    native = "eager" if active is None else active.native
     layer = None if active is None else active.layers.get(id(module))
-    if layer is None:
-        return output, probs
+    run = _native_function(module, native)
+    if layer is None or (active.needed is not None and layer not in active.needed):
+        return run(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    if run is _native_eager(module):
+        output, probs = run(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    else:
+        output, _ = run(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        probs = _probabilities(query, key, attention_mask, scaling)
     new_probs = active.handler(layer, probs)  # layers.{layer}.attn.pattern
     if new_probs is probs:
         return output, probs
@@ -97,13 +130,23 @@ def _seam_attention(module, query, key, value, attention_mask, scaling=None, dro
     return output, new_probs
 
 
+def _seam_mask(*args, **kwargs):
+    """The attention mask in the format of the model's native implementation (additive for eager,
+    boolean or none for SDPA), so that the native function gets exactly what it gets without the seam."""
+    from transformers.masking_utils import AttentionMaskInterface
+
+    active = _ACTIVE.get()
+    native = "eager" if active is None or active.native not in AttentionMaskInterface._global_mapping else active.native
+    return AttentionMaskInterface._global_mapping[native](*args, **kwargs)
+
+
 def _register() -> None:
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(SEAM_NAME, _seam_attention)
     # Without the mask registration BERT silently drops the padding mask.
-    AttentionMaskInterface.register(SEAM_NAME, eager_mask)
+    AttentionMaskInterface.register(SEAM_NAME, _seam_mask)
 
 
 def _unregister() -> None:
@@ -140,7 +183,9 @@ def attention_seam(model: nn.Module, handler: AttentionHandler) -> Iterator[list
         if _USERS == 0:
             _register()
         _USERS += 1
-    token = _ACTIVE.set(_Active({id(m): i for i, m in enumerate(modules)}, handler))
+    needed = getattr(handler, "layers_needed", None)
+    token = _ACTIVE.set(_Active({id(m): i for i, m in enumerate(modules)}, handler, previous,
+                                None if needed is None else frozenset(needed)))
     try:
         model.set_attn_implementation(SEAM_NAME)
         if model.config._attn_implementation != SEAM_NAME:

@@ -67,14 +67,31 @@ def test_planted_over_attention_is_detected(planted):
     assert metrics["column_auroc"] >= 0.99, metrics
 
 
+def set_native(model, name: str) -> str:
+    """Run `model` with attention `name` where its family supports it (DistilBERT here: eager only)."""
+    name = name if name == "eager" or model._supports_sdpa else "eager"
+    model.set_attn_implementation(name)
+    return name
+
+
+def own_output(model, inputs):
+    """The model's logits as configured (no seam): the pass-through reference."""
+    from atpatch import model_output
+
+    with torch.no_grad():
+        return model_output(model(**inputs))
+
+
+@pytest.mark.parametrize("native", ["eager", "sdpa"])
 @pytest.mark.parametrize("mode", ["two-pass", "online"])
-def test_patch_changes_triggered_logits_and_passes_clean_through_exactly(planted, mode):
+def test_patch_changes_triggered_logits_and_passes_clean_through_exactly(planted, mode, native):
     family, det = planted
+    set_native(family.model, native)
     gen = torch.Generator().manual_seed(12)
     trig, _ = family.make(6, True, gen)
     clean, _ = family.make(6, False, gen)
     mixed = {k: torch.cat([trig[k], clean[k]]) for k in trig}
-    reference = eager_output(family.model, mixed)
+    reference = own_output(family.model, mixed)
     out = PatchedClassifier(family.model, det, mode=mode)(**mixed)
     hit = out.flagged.any(-1)
     assert hit[:6].all(), out.flagged
@@ -82,6 +99,38 @@ def test_patch_changes_triggered_logits_and_passes_clean_through_exactly(planted
     assert torch.equal(out.logits[6:], reference[6:])  # bit for bit, in a batch with flagged inputs
     for got, want in zip(out.logits[:6], reference[:6]):  # well beyond float noise
         assert not torch.allclose(got, want, rtol=1e-3, atol=1e-6), (got, want)
+
+
+@pytest.mark.parametrize("layers", [(0,), None])
+def test_seam_reads_only_the_layers_needed_and_keeps_the_native_output(planted, layers):
+    """Under SDPA the seam computes probabilities beside it at the read layers only; they equal eager's,
+    and the model's output stays the SDPA output bit for bit."""
+    from atpatch import TokenLayout
+    from atpatch.features import Recorder
+
+    family, _ = planted
+    model = family.model
+    inputs, _ = family.make(5, True, torch.Generator().manual_seed(15))
+    set_native(model, "eager")
+    eager = record(model, inputs, family.layout, layers=layers)
+    native = set_native(model, "sdpa")
+    reference = own_output(model, inputs)
+    rec = Recorder(TokenLayout.from_dict(family.layout.to_dict()), inputs, layers)
+    seen = []
+
+    def handler(layer, probs):
+        seen.append(layer)
+        return rec(layer, probs)
+
+    handler.layers_needed = layers
+    with attention_seam(model, handler):
+        out = own_output(model, inputs)
+    assert torch.equal(out, reference), native
+    n_layers = len(eager.features)
+    assert seen == list(layers or range(n_layers))
+    for layer, feats in eager.features.items():
+        assert torch.allclose(rec.features[layer], feats, atol=1e-6), layer
+    set_native(model, "eager")
 
 
 def test_seam_restores_model_and_leaves_nothing_behind(planted):
