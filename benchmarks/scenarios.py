@@ -37,7 +37,8 @@ VARIANTS = {
                         "value-borne": {"train_victim": {"lr": 0.002, "weight_decay": 0.05, "pct_start": 0.1}},
                         "seed-1": {"seed": 1}, "seed-2": {"seed": 2},
                         "checker": {"generate": {"trigger": {"pattern": "checker"}}},
-                        "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}}},
+                        "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}},
+                        "blend": {"generate": {"trigger": {"kind": "blend"}}}},
     # race: the param the issue names (gated attribute race, training split skewed against Black
     # earners >50K as the default is against women). Its calibration was chosen on the debugging
     # split (operating_points.py --split debug): at the sex default (FPR 0.05, threshold floor 0.5) a
@@ -55,6 +56,21 @@ VARIANTS = {
     "text-backdoor": {"default": {}, "seed-1": {"seed": 1}, "seed-2": {"seed": 2}},
     "text-fairness": {"default": {}},
 }
+
+
+# What each variant is, under its scenario's table in RESULTS.md.
+NOTES = {"vision-backdoor": """Variants: `corner` is the default (a 4x4 white square at the bottom-right corner, 5% poisoned;
+victim: pixels scaled to [-1, 1], AdamW lr 1e-3, weight decay 0.01, OneCycle with a 30% warm-up, 9 epochs).
+`seed-1` and `seed-2` rerun the whole pipeline under another seed. `checker` stamps a black-and-white
+checkerboard instead of the white square. `random` puts the square anywhere, not aligned to the 4x4
+patch grid (so it spans up to 4 tokens), with 10% poisoned. `value-borne` trains the victim with
+lr 2e-3, weight decay 0.05 and a 10% warm-up: that victim carries the trigger in the trigger token's
+values at normal attention weight, so even patching the known trigger tokens leaves the backdoor in
+place, and the attention-mediation check refuses it before any detector result is trusted
+(docs/method.md explains both the check and why the recipe matters). `blend` mixes a fixed noise image
+into the whole picture (alpha 0.2): every patch carries the trigger, so its debugging set labels every
+patch token and there is no single column to patch, a limit of the method.
+"""}
 
 
 def variant_overrides(scenario: str, name: str) -> dict:
@@ -123,20 +139,30 @@ def num(v, digits: int = 4) -> str:
 
 def backdoor_table(results: list[dict]) -> str:
     """Markdown table: one row per variant and method."""
-    head = ("| variant | method | CA % | ASR % | ASR floor % | ASR, known trigger patched % | DER | clean inputs flagged % "
-            "| triggered inputs flagged % | column AUROC | latency vs SDPA | latency vs eager | gate |")
+    head = ("| variant | method | CA % | ASR % | ASR floor % | ASR, known trigger patched % | attention mediation "
+            "(debugging set) | DER | clean inputs flagged % | triggered inputs flagged % | column AUROC | latency vs SDPA "
+            "| latency vs eager | gate |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         e, u = r["evaluate"], r["evaluate"]["unpatched"]
         lines.append(f"| {r['variant']} | unpatched | {pct(u['CA'])} | {pct(u['ASR'])} | {pct(u['ASR_floor'])} "
-                     f"| {pct(e['oracle_ASR'])} | | | | | 1.00 | | |")
+                     f"| {pct(e['oracle_ASR'])} | {mediation_cell(e.get('mediation'))} | | | | | 1.00 | | |")
         for mode, m in e["patched"].items():
             gate = ("pass" if r["gate"]["passed"] else "fail") if mode == e["default_mode"] else ""
-            lines.append(f"| {r['variant']} | AtPatch {mode} | {pct(m['CA'])} | {pct(m['ASR'])} | | | {num(m['DER'])} "
+            lines.append(f"| {r['variant']} | AtPatch {mode} | {pct(m['CA'])} | {pct(m['ASR'])} | | | | {num(m['DER'])} "
                          f"| {pct(m['input_flag_rate_clean'])} | {pct(m['input_flag_rate_triggered'])} "
                          f"| {num(m['column_auroc'])} | {num(m['latency_ratio_default'], 2)} "
                          f"| {num(m['latency_ratio_eager'], 2)} | {gate} |")
     return "\n".join(lines) + "\n"
+
+
+def mediation_cell(m: dict | None) -> str:
+    """The attention-mediation verdict in a table cell: fault rate unpatched -> known tokens patched (fault-free)."""
+    if not m:
+        return "not computed"
+    verdict = "pass" if m["passed"] else "**fail**"
+    return (f"{verdict}: {pct(m['fault_rate_unpatched'])} -> {pct(m['fault_rate_known_patched'])} "
+            f"(fault-free {pct(m['fault_rate_clean'])})")
 
 
 ORACLE_ROW = "protected tokens patched in every input (oracle, no detector)"
@@ -232,8 +258,12 @@ def results_markdown() -> str:
         parts.append("\n".join(f"- {r['variant']}: `dvc repro` {r.get('repro', 'from scratch')}{minutes(r['repro_seconds'])}; gate "
                                 f"reasons: {r['gate']['reasons'] or 'none'}" for r in results) + "\n")
         lines = [line for line in map(intervals_line, results) if line]
+        lines += [f"- {r['variant']}: {r['evaluate']['mediation']['message']}" for r in results
+                  if r["evaluate"].get("mediation")]
         if lines:
             parts.append("\n".join(lines) + "\n")
+        if scenario in NOTES:
+            parts.append(NOTES[scenario])
         parts.append(baselines_summary(scenario))
     return "\n".join(parts)
 

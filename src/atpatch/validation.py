@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from atpatch.data.triggers import token_labels as compute_token_labels
+from atpatch.data.triggers import whole_image_labels
 from atpatch.errors import DataValidationError
 
 _CONTEXT: Any = None
@@ -56,7 +57,8 @@ def split_frame(columns: Mapping[str, np.ndarray], token_spec: Mapping[str, int]
     """Build the DataFrame that the suites check from one split's column arrays.
 
     columns: "image" [N, H, W] becomes pixel stats; "token_labels" [N, T] needs `token_spec`
-    (keys size, patch_size, image_size, min_overlap) plus "trigger_x", "trigger_y", "triggered"
+    (keys size, patch_size, image_size, min_overlap, optional whole_image for Blend) plus "trigger_x",
+    "trigger_y", "triggered"
     columns, and becomes labels_consistent, clean_rows_zero, triggered_has_label,
     position_consistent (bool [N] each). Other 1-D columns are copied.
     """
@@ -76,7 +78,10 @@ def split_frame(columns: Mapping[str, np.ndarray], token_spec: Mapping[str, int]
         got = np.asarray(columns["token_labels"])
         xs, ys = np.asarray(columns["trigger_x"]), np.asarray(columns["trigger_y"])
         trig = np.asarray(columns["triggered"], bool)
-        want = compute_token_labels(xs, ys, **token_spec)
+        spec = dict(token_spec)
+        whole = spec.pop("whole_image", False)  # Blend: every patch of a triggered image
+        want = (whole_image_labels(trig, spec["patch_size"], spec["image_size"]) if whole
+                else compute_token_labels(xs, ys, **spec))
         sums = got.reshape(len(got), -1).sum(axis=1)
         # A wrong token count (e.g. another patch size) makes every row inconsistent.
         same_shape = got.shape == want.shape
@@ -85,7 +90,8 @@ def split_frame(columns: Mapping[str, np.ndarray], token_spec: Mapping[str, int]
         out["clean_rows_zero"] = trig | (sums == 0)
         out["triggered_has_label"] = ~trig | (sums > 0)
         placed = (xs >= 0) & (ys >= 0)
-        out["position_consistent"] = np.where(trig, placed, (xs == -1) & (ys == -1))
+        unplaced = (xs == -1) & (ys == -1)
+        out["position_consistent"] = np.where(trig, unplaced if whole else placed, unplaced)
     return pd.DataFrame(out)
 
 

@@ -143,7 +143,16 @@ def test_repro_runs_every_stage(ws):
                                                         "column_auroc")}}))
     # The profile's purpose: the victim learned the backdoor, so there is something to patch.
     assert report["unpatched"]["ASR"] > report["unpatched"]["ASR_floor"] + 0.3
-    assert read_json(path, "gate.json")["passed"] is True
+    gate = read_json(path, "gate.json")
+    assert gate["passed"] is True
+    # The attention-mediation check ran on the debugging set: with the known trigger tokens patched the
+    # backdoor falls to near the clean rate, and the gate judged exactly that gap as a named check.
+    mediation = report["mediation"]
+    assert mediation["fault_present"] and mediation["n_faulty"] == 200
+    assert mediation["fault_rate_known_patched"] < mediation["fault_rate_unpatched"] - 0.5
+    check = next(c for c in gate["checks"] if c["name"] == "attention_mediation")
+    assert check["value"] == pytest.approx(mediation["gap"]) and check["passed"] is (mediation["gap"] <= check["limit"])
+    assert gate["mediation"].startswith("attention mediation PASSED")
 
 
 def test_second_repro_runs_nothing(ws):

@@ -88,7 +88,12 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     print(scenario, json.dumps({k: v for k, v in report["patched"][report["default_mode"]].items()
                                 if not isinstance(v, dict)}, indent=None))
     gate = json.loads((metrics / "gate.json").read_text())
-    assert {c["name"] for c in gate["checks"]} == EXPECTED[scenario]["checks"]
+    assert {c["name"] for c in gate["checks"]} == EXPECTED[scenario]["checks"] | {"attention_mediation"}
+    # The attention-mediation check ran on the debugging split and the gate judged its gap.
+    mediation = report["mediation"]
+    check = next(c for c in gate["checks"] if c["name"] == "attention_mediation")
+    assert check["value"] == pytest.approx(mediation["gap"]) and check["passed"] is (mediation["gap"] <= check["limit"])
+    assert mediation["message"].startswith("attention mediation")
 
     model_name = f"atpatch-{scenario}"
     client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"], registry_uri=os.environ["MLFLOW_TRACKING_URI"])

@@ -102,10 +102,17 @@ def test_validation_failure_keeps_previous_output(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.parent.iterdir()) == ["generated"]  # no temp dirs left
 
 
+def test_blend_debug_split_labels_every_patch(tmp_path):
+    """Blend has no single trigger column: a triggered debugging image has every patch token labelled."""
+    _stage().main(root=tmp_path, params=_params(kind="blend"))
+    debug = _load(tmp_path, "debug")
+    labels, triggered = debug["token_labels"], debug["triggered"]
+    assert labels[triggered][:, 1:].all() and not labels[:, 0].any()
+    assert labels[~triggered].sum() == 0 and (debug["trigger_x"][triggered] == -1).all()
+
+
 def test_blend_needs_no_debug_split(tmp_path):
     stage = _stage()
-    with pytest.raises(AtPatchError, match="localised trigger"):
-        stage.main(root=tmp_path, params=_params(kind="blend"))
     params = copy.deepcopy(_params(kind="blend"))
     params["generate"]["debug"] = None
     summary = stage.main(root=tmp_path, params=params)

@@ -115,3 +115,14 @@ def token_labels(
     out = np.zeros((len(xs), 1 + grid * grid), np.int8)
     out[:, 1:] = patches.reshape(len(xs), grid * grid)
     return out
+
+
+def whole_image_labels(triggered: np.ndarray, patch_size: int, image_size: int = IMAGE_SIZE) -> np.ndarray:
+    """Per-token labels of a trigger spread over the whole image (Blend), int8 [N, 1 + grid ** 2]: every
+    patch token of a triggered row is 1, CLS and untriggered rows 0. No single column carries it."""
+    if image_size % patch_size != 0:
+        raise AtPatchError(f"patch_size: expected a divisor of image size {image_size}, got {patch_size}")
+    grid = image_size // patch_size
+    out = np.zeros((len(triggered), 1 + grid * grid), np.int8)
+    out[np.asarray(triggered, bool), 1:] = 1
+    return out

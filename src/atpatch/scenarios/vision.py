@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from atpatch.data.fashion_mnist import load_split
-from atpatch.data.triggers import IMAGE_SIZE, apply_badnets, apply_blend, token_labels, trigger_positions
+from atpatch.data.triggers import (IMAGE_SIZE, apply_badnets, apply_blend, token_labels, trigger_positions,
+                                   whole_image_labels)
 from atpatch.errors import AtPatchError
 from atpatch.io import atomic_dir, write_json_atomic
 from atpatch.models.vit import VISION_LAYOUT, build_vit, to_pixel_values
@@ -80,16 +81,19 @@ def build_test_triggered(images: np.ndarray, labels: np.ndarray, g: dict, seed: 
     return {"image": timg, "label": labels[keep], "trigger_x": xs, "trigger_y": ys}
 
 
+def trigger_token_labels(xs: np.ndarray, ys: np.ndarray, triggered: np.ndarray, g: dict) -> np.ndarray:
+    """Per-token fault labels int8 [N, 1 + grid**2]: the patches a BadNets square covers (at least
+    `debug.min_overlap` pixels), or every patch of a Blend-triggered image (the blend is everywhere)."""
+    if g["trigger"]["kind"] == "blend":
+        return whole_image_labels(triggered, g["patch_size"], IMAGE_SIZE)
+    return token_labels(xs, ys, g["trigger"]["size"], g["patch_size"], IMAGE_SIZE, g["debug"]["min_overlap"])
+
+
 def build_debug(images: np.ndarray, labels: np.ndarray, poisoned: np.ndarray, g: dict, seed: int) -> dict[str, np.ndarray]:
     """Debugging set from unpoisoned training images: triggered + clean rows (part 'fit') and
-    clean calibration rows (part 'calib'), with per-token labels int8 [N, 1 + grid**2]."""
+    clean calibration rows (part 'calib'), with per-token labels int8 [N, 1 + grid**2]
+    (`trigger_token_labels`: Blend labels every patch, a limit case with no single column to patch)."""
     d, trig = g["debug"], g["trigger"]
-    if trig["kind"] != "badnets":
-        raise AtPatchError(
-            f"generate.debug: a debugging set needs a localised trigger (badnets); trigger.kind is "
-            f"{trig['kind']!r}, which has no per-token labels. Set generate.debug to null for blend "
-            f"(blend serves the ASR evaluation only)."
-        )
     n_trig, n_clean, n_calib = d["n_triggered"], d["n_clean"], d["n_calib"]
     pool = np.flatnonzero(~poisoned)
     need = n_trig + n_clean + n_calib
@@ -103,7 +107,7 @@ def build_debug(images: np.ndarray, labels: np.ndarray, poisoned: np.ndarray, g:
     img[:n_trig], xs[:n_trig], ys[:n_trig] = apply_trigger(img[:n_trig], trig, rng)
     triggered = np.arange(need) < n_trig
     part = np.where(np.arange(need) < n_trig + n_clean, "fit", "calib")
-    tl = token_labels(xs, ys, trig["size"], g["patch_size"], IMAGE_SIZE, d["min_overlap"])
+    tl = trigger_token_labels(xs, ys, triggered, g)
     return {"image": img, "label": labels[idx], "token_labels": tl, "triggered": triggered, "part": part,
             "trigger_x": xs, "trigger_y": ys}
 
@@ -124,7 +128,7 @@ def _features(split: str, n_tokens: int) -> Any:
 def validate_all(splits: dict[str, dict[str, np.ndarray]], g: dict) -> None:
     """Run the GX suite of every split; raises DataValidationError on the first failing split."""
     spec = {"size": g["trigger"]["size"], "patch_size": g["patch_size"], "image_size": IMAGE_SIZE,
-            "min_overlap": (g.get("debug") or {}).get("min_overlap", 1)}
+            "min_overlap": (g.get("debug") or {}).get("min_overlap", 1), "whole_image": g["trigger"]["kind"] == "blend"}
     for name, cols in splits.items():
         cols = dict(cols)
         if name == "train":
@@ -213,8 +217,7 @@ def test_sets(params: dict, model=None) -> dict:
     """Clean and triggered test inputs with labels; the triggered set's true trigger tokens (`model`: unused)."""
     g = params["generate"]
     clean, trig = _split(params, "test_clean"), _split(params, "test_triggered")
-    labels = token_labels(trig["trigger_x"], trig["trigger_y"], g["trigger"]["size"], g["patch_size"],
-                          min_overlap=g["debug"]["min_overlap"])
+    labels = trigger_token_labels(trig["trigger_x"], trig["trigger_y"], np.ones(len(trig["label"]), bool), g)
     return {"x_clean": {"pixel_values": to_pixel_values(clean["image"])}, "y_clean": clean["label"],
             "x_trig": {"pixel_values": to_pixel_values(trig["image"])}, "y_trig": trig["label"],
             "tokens_trig": labels, "target": target_label(params), "show_trig": trig["image"],
