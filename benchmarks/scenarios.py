@@ -34,7 +34,8 @@ VARIANTS = {
     # value-borne: the recipe whose victim carries the trigger by value, not by over-attention;
     # the attention-mediation check must refuse it.
     "vision-backdoor": {"corner": {"generate": {"trigger": {"position": "corner"}}},
-                        "value-borne": {"train_victim": {"lr": 0.002, "weight_decay": 0.05, "pct_start": 0.1}},
+                        "value-borne": {"train_victim": {"pixel_scaling": "dataset", "lr": 0.002,
+                                                         "weight_decay": 0.05, "pct_start": 0.1}},
                         "seed-1": {"seed": 1}, "seed-2": {"seed": 2},
                         "checker": {"generate": {"trigger": {"pattern": "checker"}}},
                         "random": {"generate": {"trigger": {"position": "random"}, "poison_rate": 0.1}},
@@ -63,11 +64,12 @@ NOTES = {"vision-backdoor": """Variants: `corner` is the default (a 4x4 white sq
 victim: pixels scaled to [-1, 1], AdamW lr 1e-3, weight decay 0.01, OneCycle with a 30% warm-up, 9 epochs).
 `seed-1` and `seed-2` rerun the whole pipeline under another seed. `checker` stamps a black-and-white
 checkerboard instead of the white square. `random` puts the square anywhere, not aligned to the 4x4
-patch grid (so it spans up to 4 tokens), with 10% poisoned. `value-borne` trains the victim with
-lr 2e-3, weight decay 0.05 and a 10% warm-up: that victim carries the trigger in the trigger token's
-values at normal attention weight, so even patching the known trigger tokens leaves the backdoor in
-place, and the attention-mediation check refuses it before any detector result is trusted
-(docs/method.md explains both the check and why the recipe matters). `blend` mixes a fixed noise image
+patch grid (so it spans up to 4 tokens), with 10% poisoned. `value-borne` is the earlier recipe: pixels
+scaled with the data set's mean and std (the white square becomes +2.0 against a -0.81 background), lr
+2e-3, weight decay 0.05, a 10% warm-up. That victim carries the trigger in the trigger token's values
+at normal attention weight, so even patching the known trigger tokens leaves the backdoor in place,
+and the attention-mediation check refuses it before any detector result is trusted (docs/method.md
+explains both the check and why the recipe matters). `blend` mixes a fixed noise image
 into the whole picture (alpha 0.2): every patch carries the trigger, so its debugging set labels every
 patch token and there is no single column to patch, a limit of the method.
 """}

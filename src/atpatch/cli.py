@@ -371,7 +371,7 @@ def inspect(input: str = typer.Argument(..., metavar="INPUT", help="A 28x28 PNG 
     image, what = _read_image(input, root, scenario, split, side)
     from .models.vit import to_pixel_values
 
-    inputs = {"pixel_values": to_pixel_values(image[None])}
+    inputs = {"pixel_values": to_pixel_values(image[None], config)}
     out_p = patched(**inputs)
     before, after = attention_before_after(patched, inputs, out_p.flagged)
     p_plain = torch.softmax(_plain_logits(patched, inputs), -1)[0]

@@ -52,12 +52,18 @@ def _tiny_detector(directory: Path, victim: Path) -> None:
     det.save(directory)
 
 
-def _report(ca=0.885, asr=0.021, floor=0.02, flag=0.006, auroc=0.9999) -> dict:
+def _report(ca=0.885, asr=0.021, floor=0.02, flag=0.006, auroc=0.9999, known_patched=0.12) -> dict:
+    """An evaluate.json; `known_patched`: the debugging set's fault rate with its known trigger tokens
+    patched (attention-mediation check; its clean inputs' rate is 0.11)."""
+    from atpatch.mediation import MAX_GAP, judged
+
     mode = {"CA": ca, "ASR": asr, "DER": 0.99, "input_flag_rate_clean": flag, "input_flag_rate_triggered": 1.0,
             "column_auroc": auroc, "latency_ratio_default": 1.1, "latency_ratio_eager": 1.05}
+    mediation = judged({"family": "backdoor", "fault_rate_unpatched": 1.0, "fault_rate_known_patched": known_patched,
+                        "fault_rate_clean": 0.11}, MAX_GAP)
     return {"scenario": "tiny", "default_mode": "two-pass",
             "unpatched": {"CA": 0.885, "ASR": 1.0, "ASR_floor": floor},
-            "patched": {"two-pass": mode, "online": dict(mode)}, "definitions": {}}
+            "patched": {"two-pass": mode, "online": dict(mode)}, "definitions": {}, "mediation": mediation}
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +226,22 @@ def test_gate_and_register_move_champion_only_on_pass(root):
     failed = {c["name"] for c in g["checks"] if not c["passed"]}
     assert failed == {"asr_vs_champion", "ca_vs_champion"}, g["reasons"]
     assert any(reason.startswith("asr_vs_champion = 0.0030") for reason in g["reasons"])
+
+
+def test_gate_refuses_a_fault_not_carried_by_attention(root):
+    """A perfect patch on paper, but the debugging set's known trigger tokens patched leave the backdoor:
+    the gate fails on the named check, with the reason in words."""
+    gate = _stage("gate")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["register"]["model_name"] = "atpatch-test-none"
+    params["gate"]["force_fail"] = False
+    _write_report(root, _report(known_patched=0.95))
+    result = gate.decide(params)
+    assert not result["passed"]
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["attention_mediation"]
+    assert result["reasons"][0].startswith("attention mediation FAILED") and "AtPatch cannot remove it" in result["reasons"][0]
+    _write_report(root, _report())
+    assert gate.decide(params)["passed"]
 
 
 def test_gate_absolute_checks(root):

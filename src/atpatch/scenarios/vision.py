@@ -21,7 +21,7 @@ from atpatch.data.triggers import (IMAGE_SIZE, apply_badnets, apply_blend, token
                                    whole_image_labels)
 from atpatch.errors import AtPatchError
 from atpatch.io import atomic_dir, write_json_atomic
-from atpatch.models.vit import VISION_LAYOUT, build_vit, to_pixel_values
+from atpatch.models.vit import DEFAULT_SCALING, VISION_LAYOUT, build_vit, to_pixel_values
 from atpatch.validation import expectations_for, split_frame, validate_split
 
 INPUT_KIND = "image"
@@ -192,9 +192,9 @@ def train_victim(params: dict, log) -> torch.nn.Module:
     p, seed = params["train_victim"], params["seed"]
     train_set = _split(params, "train")
     model = build_vit(num_labels=10, image_size=IMAGE_SIZE, patch_size=params["generate"]["patch_size"], seed=seed,
-                      **p["architecture"])
+                      pixel_scaling=p.get("pixel_scaling", DEFAULT_SCALING), **p["architecture"])
     model.set_attn_implementation("eager")
-    inputs = {"pixel_values": to_pixel_values(train_set["image"])}
+    inputs = {"pixel_values": to_pixel_values(train_set["image"], model.config)}
     train_classifier(model, inputs, torch.as_tensor(train_set["label"]), p, seed, log)
     return model
 
@@ -202,7 +202,7 @@ def train_victim(params: dict, log) -> torch.nn.Module:
 def debug_set(params: dict, model) -> dict:
     """The debugging split as model inputs, per-token labels, triggered and calibration masks."""
     debug = _split(params, "debug")
-    return {"inputs": {"pixel_values": to_pixel_values(debug["image"])},
+    return {"inputs": {"pixel_values": to_pixel_values(debug["image"], model.config)},
             "token_labels": torch.from_numpy(np.stack(debug["token_labels"]).astype(np.int8)),
             "triggered": torch.from_numpy(np.asarray(debug["triggered"], dtype=bool)),
             "calib": torch.from_numpy(np.asarray(debug["part"]) == "calib")}
@@ -214,12 +214,14 @@ def target_label(params: dict) -> int:
 
 
 def test_sets(params: dict, model=None) -> dict:
-    """Clean and triggered test inputs with labels; the triggered set's true trigger tokens (`model`: unused)."""
+    """Clean and triggered test inputs with labels; the triggered set's true trigger tokens (pixels scaled as
+    `model` was trained; without a model, the default scaling)."""
     g = params["generate"]
     clean, trig = _split(params, "test_clean"), _split(params, "test_triggered")
     labels = trigger_token_labels(trig["trigger_x"], trig["trigger_y"], np.ones(len(trig["label"]), bool), g)
-    return {"x_clean": {"pixel_values": to_pixel_values(clean["image"])}, "y_clean": clean["label"],
-            "x_trig": {"pixel_values": to_pixel_values(trig["image"])}, "y_trig": trig["label"],
+    config = getattr(model, "config", None)
+    return {"x_clean": {"pixel_values": to_pixel_values(clean["image"], config)}, "y_clean": clean["label"],
+            "x_trig": {"pixel_values": to_pixel_values(trig["image"], config)}, "y_trig": trig["label"],
             "tokens_trig": labels, "target": target_label(params), "show_trig": trig["image"],
             "show_clean": clean["image"]}
 

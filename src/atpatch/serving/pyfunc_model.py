@@ -95,7 +95,7 @@ def image_inputs(images: np.ndarray, model=None) -> dict:
     """Decoded images [N, 28, 28] uint8 -> the victim's keyword inputs."""
     from atpatch.models.vit import to_pixel_values
 
-    return {"pixel_values": to_pixel_values(images)}
+    return {"pixel_values": to_pixel_values(images, getattr(model, "config", None))}
 
 
 def text_rows(frame: pd.DataFrame, model=None) -> list[str]:
