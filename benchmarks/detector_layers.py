@@ -9,7 +9,8 @@ column AUROC and the share of triggered / clean held-out inputs flagged.
     .venv/bin/python benchmarks/detector_layers.py --workspace .work/bench/default/vision-backdoor-corner \
         --scenario vision-backdoor --layer-sets 0 0,1 all
 
-Results: benchmarks/results/detector-layers-<scenario>.json and a table on the terminal.
+Results: benchmarks/results/detector-layers-<scenario>-<variant>.json (the workspace's variant) and a table.
+`--positional true false` crosses each layer set with and without positional features (atpatch.detector).
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def main() -> None:
     ap.add_argument("--scenario", default="vision-backdoor")
     ap.add_argument("--layer-sets", nargs="+", default=["0", "all"], help="comma-separated layers, or all")
     ap.add_argument("--held-out", type=float, default=0.3, help="share of the fit inputs scored, not trained on")
+    ap.add_argument("--positional", nargs="+", default=["false"], choices=["false", "true"],
+                    help="train_detector.network.positional settings to cross with the layer sets")
     args = ap.parse_args()
     ws = Path(args.workspace)
     params = yaml.safe_load((ws / "params.yaml").read_text())
@@ -79,15 +82,19 @@ def main() -> None:
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
     held = held_out_split(~data["calib"].bool(), args.held_out, seed)
-    rows = [score_layer_set(data, meta, p, None if s == "all" else [int(i) for i in s.split(",")], held, seed)
-            for s in args.layer_sets]
-    out = RESULTS / f"detector-layers-{args.scenario}.json"
+    rows = []
+    for positional in args.positional:
+        settings = {**p, "network": {**p["network"], "positional": positional == "true"}}
+        for s in args.layer_sets:
+            layers = None if s == "all" else [int(i) for i in s.split(",")]
+            rows.append({"positional": positional == "true", **score_layer_set(data, meta, settings, layers, held, seed)})
+    out = RESULTS / f"detector-layers-{args.scenario}-{ws.name.removeprefix(args.scenario + '-')}.json"
     command = " ".join(["benchmarks/detector_layers.py", *sys.argv[1:]])
     out.write_text(json.dumps({"command": command, "split": "debugging (fit inputs held out)", "rows": rows},
                               indent=2) + "\n")
-    print("| layers | column AUROC | triggered flagged % | clean flagged % |\n|---|---|---|---|")
+    print("| layers | positional | column AUROC | triggered flagged % | clean flagged % |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['layers']} | {r['column_auroc']:.4f} | {100 * r['triggered_flagged']:.2f} "
+        print(f"| {r['layers']} | {r['positional']} | {r['column_auroc']:.4f} | {100 * r['triggered_flagged']:.2f} "
               f"| {100 * r['clean_flagged']:.2f} |")
 
 

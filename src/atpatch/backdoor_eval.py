@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from atpatch import plots
-from atpatch.evaluation import median_latency, predict_oracle, predict_patched, predict_plain, rows
+from atpatch.evaluation import median_latencies, predict_oracle, predict_patched, predict_plain, rows
 from atpatch.features import TokenLayout, record
 from atpatch.io import write_bytes_atomic
 from atpatch.metrics import DEFINITIONS, accuracy, attack_success_rate, der, detection_metrics, input_flag_rate
@@ -66,18 +66,24 @@ def mode_metrics(patched, data: dict, base: dict, target: int, batch: int) -> tu
 
 
 def latency(model, patchers: dict, splits: dict, p: dict) -> dict:
-    """Median batch latency: default attention, eager, and each patch mode, on each named split of inputs."""
+    """Median batch latency, round robin: the model as its user runs it (default attention), eager, and each
+    patch mode, on each named split of inputs; each mode's ratios to the first two."""
+    def eager(**inputs):
+        model.set_attn_implementation("eager")
+        try:
+            return model(**inputs)
+        finally:
+            model.set_attn_implementation(p["default_attention"])
+
     out = {}
     for split, x in splits.items():
-        default = median_latency(model, x, p["latency_batch"], p["latency_repeats"])
-        model.set_attn_implementation("eager")
-        eager = median_latency(model, x, p["latency_batch"], p["latency_repeats"])
-        model.set_attn_implementation(p["default_attention"])
-        out[f"{split}_default_s"], out[f"{split}_eager_s"] = default, eager
-        for mode, patched in patchers.items():
-            t = median_latency(patched, x, p["latency_batch"], p["latency_repeats"])
-            out[f"{split}_{mode}_s"] = t
-            out[f"{split}_{mode}_ratio_default"], out[f"{split}_{mode}_ratio_eager"] = t / default, t / eager
+        t = median_latencies({"default": model, "eager": eager, **patchers}, x, p["latency_batch"],
+                             p["latency_repeats"])
+        out[f"{split}_default_s"], out[f"{split}_eager_s"] = t["default"], t["eager"]
+        for mode in patchers:
+            out[f"{split}_{mode}_s"] = t[mode]
+            out[f"{split}_{mode}_ratio_default"] = t[mode] / t["default"]
+            out[f"{split}_{mode}_ratio_eager"] = t[mode] / t["eager"]
     return out
 
 

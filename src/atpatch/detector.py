@@ -44,6 +44,10 @@ class DetectorConfig:
     batch_size: int = 256
     lr: float = 3e-3
     min_std: float = 0.05
+    # Image models (a fixed token grid): also give each column its features standardised against clean
+    # inputs at the same position (`fit_positions`), so a column stands out against what that position
+    # usually receives, wherever a trigger lands. 0: off; else the number of tokens K.
+    positions: int = 0
     seed: int = 0
     threshold: float = 0.5  # a position is flagged when its score exceeds it (what users read and set)
     # The same cut on the logit, set by `calibrate`: a very confident detector scores many positions
@@ -53,8 +57,14 @@ class DetectorConfig:
     calibration: dict = field(default_factory=dict)
 
     @property
-    def in_dim(self) -> int:
+    def feature_dim(self) -> int:
+        """Column features per layer as recorded: heads x kinds."""
         return self.heads * len(self.kinds)
+
+    @property
+    def in_dim(self) -> int:
+        """What the encoder reads per layer: the recorded features, and their positional z-scores if on."""
+        return self.feature_dim * (2 if self.positions else 1)
 
 
 def supcon_loss(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -81,12 +91,52 @@ class Detector(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(n_layers, dim))
         self.register_buffer("feature_std", torch.ones(n_layers, dim))
         self.register_buffer("benign", torch.ones(0))  # u[l, h], [model layers, H] once estimated
+        k, f = config.positions, config.feature_dim
+        self.register_buffer("position_mean", torch.zeros(k, n_layers, f))  # [K, L, F] (empty when off)
+        self.register_buffer("position_std", torch.ones(k, n_layers, f))
         self.layer_embedding = nn.Embedding(n_layers, 8)
         self.encoder = nn.Sequential(
             nn.Linear(dim + 8, config.hidden), nn.ReLU(), nn.Linear(config.hidden, config.embed), nn.ReLU()
         )
         self.projection = nn.Sequential(nn.Linear(config.embed, config.embed), nn.ReLU(), nn.Linear(config.embed, config.proj))
         self.scorer = nn.Linear(config.embed, 1)
+
+    # -- positional features ------------------------------------------------------------------
+    def fit_positions(self, features: torch.Tensor, candidate: torch.Tensor) -> None:
+        """Per-position statistics from clean inputs' recorded features [N, K, L, F] (candidate [N, K])."""
+        c = self.config
+        if features.shape[1] != c.positions:
+            raise ShapeError(f"fit_positions: expected {c.positions} tokens, got features {tuple(features.shape)}")
+        w = candidate.to(features.dtype)[..., None, None]  # [N, K, 1, 1]
+        count = w.sum(0).clamp(min=1.0)
+        mean = (features * w).sum(0) / count
+        std = (((features - mean) ** 2 * w).sum(0) / count).sqrt()
+        self.position_mean.copy_(mean)
+        self.position_std.copy_(std.clamp(min=c.min_std))
+
+    def prepare(self, features: torch.Tensor) -> torch.Tensor:
+        """Recorded features [..., K, L, F] -> the encoder's input [..., K, L, in_dim] (adds positional
+        z-scores when `positions` is on; identity otherwise)."""
+        if not self.config.positions:
+            return features
+        self._check_positions(features.shape[-3], features.shape[-1])
+        return torch.cat([features, (features - self.position_mean) / self.position_std], dim=-1)
+
+    def _prepare_layer(self, features: torch.Tensor, slot: int) -> torch.Tensor:
+        """One detector layer's recorded features [..., K, F] -> [..., K, in_dim]."""
+        if not self.config.positions:
+            return features
+        self._check_positions(features.shape[-2], features.shape[-1])
+        z = (features - self.position_mean[:, slot]) / self.position_std[:, slot]
+        return torch.cat([features, z], dim=-1)
+
+    def _check_positions(self, k: int, f: int) -> None:
+        if f != self.config.feature_dim:
+            raise ShapeError(f"features: expected {self.config.feature_dim} recorded features per layer "
+                             f"({self.config.heads} heads x kinds {self.config.kinds}), got {f}")
+        if k != self.config.positions:
+            raise ShapeError(f"features: this detector standardises {self.config.positions} token positions, "
+                             f"the input has {k} (positional features need a fixed token grid, e.g. an image model)")
 
     # -- shapes -------------------------------------------------------------------------------
     def _check(self, features: torch.Tensor, per_layer: bool) -> None:
@@ -110,12 +160,14 @@ class Detector(nn.Module):
         return torch.stack([self._embed_layer(features[..., i, :], i) for i in range(len(self.config.layers))], dim=-2)
 
     def layer_logit(self, features: torch.Tensor, slot: int) -> torch.Tensor:
-        """Logit of each position from one detector layer. features: [..., F] -> [...]."""
+        """Logit of each position from one detector layer. features: [..., K, F] as recorded -> [..., K]."""
+        features = self._prepare_layer(features, slot)
         self._check(features, per_layer=True)
         return self.scorer(self._embed_layer(features, slot)).squeeze(-1)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Position logit = max over detector layers. features: [..., L, F] -> [...]."""
+        """Position logit = max over detector layers. features: [..., K, L, F] as recorded -> [..., K]."""
+        features = self.prepare(features)
         self._check(features, per_layer=False)
         return self.scorer(self._embed(features)).squeeze(-1).amax(-1)
 
@@ -144,7 +196,8 @@ class Detector(nn.Module):
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, features: torch.Tensor, labels: torch.Tensor, progress: bool = True) -> dict:
-        """Train on positions. features: [N, L, F] float; labels: [N] {0, 1}. Returns last losses."""
+        """Train on positions. features: [N, L, in_dim] float, i.e. `prepare`d (as recorded unless
+        `positions` is on); labels: [N] {0, 1}. Returns last losses."""
         from tqdm.auto import tqdm
 
         self._check(features, per_layer=False)

@@ -83,17 +83,20 @@ def predict_oracle(model, inputs: Inputs, flags: torch.Tensor, benign: torch.Ten
     return Predictions(torch.cat(out).numpy())
 
 
-def median_latency(fn: Callable[..., object], inputs: Inputs, batch: int, repeats: int) -> float:
-    """Median seconds per call fn(**chunk) on full batches of the inputs (one warm-up call first)."""
+def median_latencies(fns: dict[str, Callable[..., object]], inputs: Inputs, batch: int, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each fn(**chunk), on full batches of the inputs, measured round robin:
+    every repeat times each fn once on the same batch, so load from other processes hits them alike and
+    their ratios stay fair (one warm-up call each first)."""
     n = n_rows(inputs)
     chunks = [rows(inputs, i, i + batch) for i in range(0, n - batch + 1, batch)] or [inputs]
+    times: dict[str, list[float]] = {name: [] for name in fns}
     with torch.no_grad():
-        fn(**chunks[0])
-    times = []
-    with torch.no_grad():
+        for fn in fns.values():
+            fn(**chunks[0])
         for i in range(repeats):
             chunk = chunks[i % len(chunks)]
-            start = time.perf_counter()
-            fn(**chunk)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn(**chunk)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

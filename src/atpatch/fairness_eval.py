@@ -48,6 +48,9 @@ FAIRNESS_DEFINITIONS = {
                  "default mode's accuracy drop and reductions, primary attribute",
     "oracle": "the ceiling of the patch, no detector: the protected attribute's tokens patched in every test input "
               "and every counterfactual input (flipping or not), with the shipped patch's benign value and layers",
+    "mediation": "attention-mediation check on the debugging split, no detector: its counterfactual flip rate with the "
+                 "protected attribute's tokens patched in every row and counterfactual (gap, the fault-free rate being "
+                 "0); it passes when the gap is at most max_gap",
 }
 
 

@@ -1,4 +1,4 @@
-"""Metric definitions (DESIGN.md section 7), one function each. Predictions are label arrays."""
+"""Metric definitions (docs/metrics.md prints them), one function each. Predictions are label arrays."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ DEFINITIONS = {
     "latency_ratio": "median batch latency patched / unpatched (model's default attention implementation)",
     "intervals": "bootstrap percentile intervals (evaluate.bootstrap resamples) of the default mode's CA drop "
                  "(clean test inputs resampled) and ASR - ASR_floor (each triggered input resampled with its clean self)",
+    "mediation": "attention-mediation check on the debugging set, no detector, no test labels: the share of its "
+                 "triggered inputs classified as the target with their known trigger tokens patched as the shipped "
+                 "patch does, minus the share of its clean inputs classified as the target (gap); it passes when the "
+                 "gap is at most max_gap",
 }
 
 

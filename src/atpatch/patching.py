@@ -40,7 +40,7 @@ IMAGE_MODEL_TYPES = {"vit": 1, "deit": 2}  # model type -> leading special token
 DETECTOR_DEFAULTS = {
     "layers": None, "kinds": list(KINDS),
     "network": {"hidden": 64, "embed": 32, "proj": 32, "temperature": 0.1, "contrastive_weight": 1.0,
-                "steps": 1500, "batch_size": 256, "lr": 0.003, "min_std": 0.05},
+                "steps": 1500, "batch_size": 256, "lr": 0.003, "min_std": 0.05, "positional": False},
     "calibration_fpr": 0.005, "min_threshold": 0.5,
     # Off by default: a seeded share of the faulty fit inputs held out to bound the threshold from
     # above (Detector.calibrate's `faulty` / `recall`); it costs training data.
@@ -167,13 +167,18 @@ def fit_detector(data: dict, p: dict, model_type: str, heads: int, seed: int,
     fit = ~calib & ~held
     n_layers = feats.shape[2]
     layers = list(range(n_layers)) if p["layers"] is None else list(p["layers"])
+    network = dict(p["network"])
+    # positional: true -> the token count of this model's inputs (a fixed grid; atpatch.detector)
+    network["positions"] = feats.shape[1] if network.pop("positional", False) else 0
     config = DetectorConfig(layers=layers, heads=heads, kinds=list(p["kinds"]), model_type=model_type,
-                            layout=layout.to_dict(), seed=seed, **p["network"])
+                            layout=layout.to_dict(), seed=seed, **network)
     det = Detector(config)
     x = feats[:, :, layers]  # [N, K, L', F]
     mask = cand & fit[:, None]
-    losses = det.fit(x[mask], labels[mask], progress=progress)
     clean_fit = fit & ~triggered
+    if config.positions:
+        det.fit_positions(x[clean_fit], cand[clean_fit])
+    losses = det.fit(det.prepare(x)[mask], labels[mask], progress=progress)
     mass = select_kind(feats[clean_fit], heads, tuple(p["kinds"]), "mean")  # [N, K, L, H]
     det.benign = benign_attention(mass, cand[clean_fit], labels[clean_fit])
     faulty = (x[held], cand[held] & labels[held].bool()) if bool(held.any()) else None
