@@ -260,21 +260,6 @@ def _load_registered(scenario: str):
                     f"(atpatch run --scenario {scenario})")
 
 
-def _scenario_params(root: Path, scenario: str) -> dict:
-    """The scenario's params: `scenarios.<name>` merged over the top level, or the top level itself."""
-    import yaml
-
-    path = root / "params.yaml"
-    params = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    params = params or {}
-    per = (params.get("scenarios") or {}).get(scenario)
-    if per:
-        from .workspace import deep_merge
-
-        return deep_merge({k: v for k, v in params.items() if k != "scenarios"}, per)
-    return params
-
-
 def _read_image(spec: str, root: Path, scenario: str, split: str, side: int) -> tuple:
     """(uint8 image [side, side], description) from a PNG/NPY path or an index into the test set."""
     import numpy as np
@@ -302,8 +287,9 @@ def _read_image(spec: str, root: Path, scenario: str, split: str, side: int) -> 
         return np.rint(arr.reshape(side, side)).astype(np.uint8), str(path)
     if not re.fullmatch(r"\d+", spec):
         raise UserError(f"INPUT {spec!r}: expected a .png/.npy file or an index into the test set")
-    out = ((_scenario_params(root, scenario).get("generate") or {}).get("out")) or "data/vision/generated"
-    folder = root / out / f"test_{split}"
+    from .scenarios import OUT_PATHS
+
+    folder = root / OUT_PATHS["generate"].format(s=scenario) / f"test_{split}"
     if not folder.is_dir():
         raise UserError(f"{folder}: test set not found; run the pipeline first (atpatch run --scenario {scenario})")
     from datasets import load_from_disk

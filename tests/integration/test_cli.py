@@ -188,7 +188,27 @@ def test_inspect_errors(tiny, tmp_path):
     _assert_user_error(_invoke("inspect", "--root", tiny["root"], "--scenario", SCENARIO, bad),
                        "expected a 28x28 grayscale image, got shape (5, 5)")
     _assert_user_error(_invoke("inspect", "--root", tiny["root"], "--scenario", SCENARIO, "3"),
-                       "test set not found")
+                       f"data/{SCENARIO}/generated/test_triggered: test set not found")
+
+
+def test_inspect_reads_the_scenarios_own_test_set(tiny):
+    """An index picks that image of data/<scenario>/generated/test_<split>, where the pipeline writes it."""
+    from datasets import Dataset
+
+    from atpatch.tiny import tiny_images
+
+    images, _ = tiny_images(4, seed=5, triggered=True)
+    folder = tiny["root"] / "data" / SCENARIO / "generated" / "test_triggered"
+    Dataset.from_dict({"image": images, "label": [1, 2, 3, 4]}).save_to_disk(str(folder))
+    try:
+        result = _invoke("inspect", "--root", tiny["root"], "--scenario", SCENARIO, "--split", "triggered", "2")
+    finally:
+        import shutil
+
+        shutil.rmtree(tiny["root"] / "data" / SCENARIO)
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = " ".join(result.output.split())
+    assert "input: triggered test image 2 (label 3)" in out and "flagged positions" in out
     _assert_user_error(_invoke("inspect", "--root", tiny["root"], "--scenario", "nothing-here", "3"),
                        "atpatch-nothing-here: no registered version")
 
