@@ -43,8 +43,11 @@ def for_scenario(section: dict) -> dict:
 
 
 # Loose gate for the first run so that a champion exists; the small profile is about mechanics.
+# The small victim's known-token patch leaves the fault within a few points of the clean rate, close to
+# the default limit, so the mediation check is loosened too (test (a) checks what it measured).
 LOOSE_GATE = for_scenario({"gate": {"max_ca_drop": 1.0, "max_asr_over_floor": 1.0, "max_clean_flag_rate": 1.0,
-                                    "min_column_auroc": 0.0, "regression_tolerance": 1.0, "force_fail": False}})
+                                    "min_column_auroc": 0.0, "regression_tolerance": 1.0, "max_mediation_gap": 1.0,
+                                    "force_fail": False}})
 TIMINGS: dict[str, float] = {}
 
 
@@ -150,9 +153,9 @@ def test_repro_runs_every_stage(ws):
     mediation = report["mediation"]
     assert mediation["fault_present"] and mediation["n_faulty"] == 200
     assert mediation["fault_rate_known_patched"] < mediation["fault_rate_unpatched"] - 0.5
+    assert mediation["gap"] < 0.1  # most of the way to the clean rate (the value-borne victim: test_mediation_small)
     check = next(c for c in gate["checks"] if c["name"] == "attention_mediation")
-    assert check["value"] == pytest.approx(mediation["gap"]) and check["passed"] is (mediation["gap"] <= check["limit"])
-    assert gate["mediation"].startswith("attention mediation PASSED")
+    assert check["value"] == pytest.approx(mediation["gap"]) and check["limit"] == 1.0 and check["passed"]
 
 
 def test_second_repro_runs_nothing(ws):
