@@ -73,15 +73,13 @@ explains both the check and why the recipe matters). `blend` mixes a fixed noise
 into the whole picture (alpha 0.2): every patch carries the trigger, so its debugging set labels every
 patch token and there is no single column to patch, a limit of the method.
 
-Two rows predate the shipped detector settings: `blend` ran without positional features, and `random`
-ran with the earlier debugging labels (a patch counted as a trigger token from 4 trigger pixels) and
-without positional features. With those labels the known-token patch left 9.2% ASR and the mediation
-check failed; labelling every touched patch (the shipped `min_overlap: 1`) brings the known-token patch
-to 2.40% against a 2.49% floor on the same victim, so that victim is attention-borne. Its detector is
-the limit: the victim over-attends most clearly at layer 2, head 1, and there the over-attended columns
-are mostly not the trigger's own (input-level AUROC 0.97, column-level 0.61-0.77), which column labels
-cannot teach (`benchmarks/vision_diagnosis.py --workspace <random workspace>`; results in
-`benchmarks/results/vision-diagnosis-random.json` and `detector-layers-vision-backdoor-*.json`).
+The `blend` row predates the shipped positional features. The `random` victim is attention-borne:
+with every patch the trigger touches patched, ASR falls to its floor, and the mediation check passes.
+Its detector is the limit. The victim over-attends most clearly at layer 2, head 1, but the columns it
+over-attends there are mostly not the trigger's own (input-level AUROC 0.97, column-level 0.61-0.77).
+Column labels cannot teach a detector that. See `benchmarks/vision_diagnosis.py --workspace <random
+workspace>`; the results are in `benchmarks/results/vision-diagnosis-random.json` and
+`detector-layers-vision-backdoor-*.json`.
 """}
 
 
