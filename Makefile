@@ -20,6 +20,4 @@ test: setup
 
 # The small profile (profiles/small.yaml) in its own DVC workspace .work/small: a few minutes on 2 cores.
 run-small: setup
-	$(ENV) && .venv/bin/python -m atpatch.workspace --profile small --dest .work/small >/dev/null && \
-	  cd .work/small && ATPATCH_ROOT="$$PWD" DVC_SITE_CACHE_DIR="$$PWD/.dvc/site_cache" PREFECT_HOME="$$PWD/.prefect" \
-	  MLFLOW_TRACKING_URI="sqlite:///$$PWD/mlflow.db" ../../.venv/bin/dvc repro register@$(SCENARIO)
+	$(ENV) && .venv/bin/atpatch run --profile small --scenario $(SCENARIO)

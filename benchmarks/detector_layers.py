@@ -10,7 +10,7 @@ column AUROC and the share of triggered / clean held-out inputs flagged.
         --scenario vision-backdoor --layer-sets 0 0,1 all
 
 Results: benchmarks/results/detector-layers-<scenario>-<variant>.json (the workspace's variant) and a table.
-`--positional true false` crosses each layer set with and without positional features (atpatch.detector).
+`--positional true false` crosses each layer set with and without positional features (atpatch.core.detector).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ def score_layer_set(data: dict, meta: dict, p: dict, layers: list[int] | None, h
     """Fit on the debugging set less `held`, calibrate as the stage does, score the held-out inputs."""
     from sklearn.metrics import roc_auc_score
 
-    from atpatch.features import TokenLayout
-    from atpatch.metrics import input_flag_rate
-    from atpatch.patching import fit_detector
+    from atpatch.core.features import TokenLayout
+    from atpatch.eval.metrics import input_flag_rate
+    from atpatch.ops.patching import fit_detector
 
     keep = ~held
     train = {k: v[keep] for k, v in data.items()}
@@ -65,7 +65,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workspace", required=True, help="a pipeline workspace that ran extract (atpatch.workspace)")
+    ap.add_argument("--workspace", required=True, help="a pipeline workspace that ran extract (atpatch.ops.workspace)")
     ap.add_argument("--scenario", default="vision-backdoor")
     ap.add_argument("--layer-sets", nargs="+", default=["0", "all"], help="comma-separated layers, or all")
     ap.add_argument("--held-out", type=float, default=0.3, help="share of the fit inputs scored, not trained on")

@@ -27,9 +27,9 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 def main() -> None:
-    from atpatch.backdoor_eval import latency, shipped_patchers
-    from atpatch.detector import Detector
-    from atpatch.models.loading import load_classifier
+    from atpatch.eval.backdoor_eval import latency, shipped_patchers
+    from atpatch.core.detector import Detector
+    from atpatch.scenarios.models.loading import load_classifier
     from atpatch.scenarios import kind_module, scenario_params
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,7 +1,7 @@
 """Benchmark of the scenarios: each pipeline from scratch, default profile, per variant.
 
 Each (scenario, variant) runs `dvc repro register@<scenario>` in its own fresh workspace
-(atpatch.workspace), timed. Results: benchmarks/results/<scenario>.json (one file per scenario,
+(atpatch.ops.workspace), timed. Results: benchmarks/results/<scenario>.json (one file per scenario,
 every variant in it), benchmarks/RESULTS.md generated from all result files present, and an
 MLflow run in the repository's store.
 
@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO))  # run as a script: the benchmarks package (benchmarks.baselines) importable
 
 from atpatch.cli import pipeline_env  # noqa: E402
 from atpatch.io import write_bytes_atomic, write_json_atomic  # noqa: E402
-from atpatch.workspace import make_workspace  # noqa: E402
+from atpatch.ops.workspace import make_workspace  # noqa: E402
+from benchmarks.baselines.formatting import num, pct  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -139,14 +140,6 @@ def kept_results(path: Path, scenario: str, new: list[dict]) -> list[dict]:
     return [by_name[v] for v in VARIANTS[scenario] if v in by_name]
 
 
-def pct(v) -> str:
-    return "" if v is None else f"{100 * v:.2f}"
-
-
-def num(v, digits: int = 4) -> str:
-    return "" if v is None else f"{v:.{digits}f}"
-
-
 def backdoor_table(results: list[dict]) -> str:
     """Markdown table: one row per variant and method."""
     head = ("| variant | method | CA % | ASR % | ASR floor % | ASR, known trigger patched % | attention mediation "
@@ -228,18 +221,29 @@ def minutes(seconds: float | None) -> str:
     return "" if seconds is None else f" {seconds / 60:.1f} min"
 
 
+def baselines_command(recorded: str) -> str:
+    """The command that made a baselines result, as it runs today: results made before the benchmark became the
+    package benchmarks/baselines/ name the script it replaced (same arguments)."""
+    from benchmarks.baselines.config import COMMAND
+
+    legacy = "benchmarks/baselines.py "
+    return f"{COMMAND} {recorded.removeprefix(legacy)}" if recorded.startswith(legacy) else recorded
+
+
 def baselines_summary(scenario: str) -> str:
-    """The scenario's methods side by side, from benchmarks/results/baselines-<scenario>.json (baselines.py)."""
-    from baselines import verdict
+    """The scenario's methods side by side, from benchmarks/results/baselines-<scenario>.json (benchmarks.baselines)."""
+    from benchmarks.baselines.config import COMMAND
+    from benchmarks.baselines.render import verdict
 
     path = RESULTS / f"baselines-{scenario}.json"
     if not path.is_file():
-        return f"Baselines: not run for {scenario} (`benchmarks/baselines.py`).\n"
+        return f"Baselines: not run for {scenario} (`{COMMAND}`).\n"
     b = json.loads(path.read_text())
     fair = b["task"] == "fairness"
     fault, key = ("flip rate %", "DER_flip") if fair else ("ASR %", "DER")
     head = f"| method | CA % | {fault} | {key} | latency x | repair s |"
-    lines = [f"Baselines ({b['profile']} profile workspace, `{b['command']}`; ablations and budgets in "
+    made_by = baselines_command(b["command"])
+    lines = [f"Baselines ({b['profile']} profile workspace, `{made_by}`; ablations and budgets in "
              f"[BASELINES.md](BASELINES.md)):\n", head, "|" + "---|" * (head.count("|") - 1)]
     for r in b["rows"]:
         m = r.get("metrics") or {}
@@ -317,7 +321,7 @@ def main() -> None:
 def log_to_mlflow(scenario: str, results: list[dict], path: Path) -> None:
     import mlflow
 
-    from atpatch.tracking import configure
+    from atpatch.ops.tracking import configure
 
     configure()
     with mlflow.start_run(run_name=f"benchmark:{scenario}"):

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/serving_load.py --clients 8 --seconds 30 --rows 16
 
 The model: the project's registered `atpatch-vision-backdoor` (champion, else challenger) when the
-project's MLflow store has it, else the tiny patch of `atpatch.tiny` (a random 2-layer ViT with a
+project's MLflow store has it, else the tiny patch of `tiny_patch` (a random 2-layer ViT with a
 planted over-attention). Both variants are logged into a temporary MLflow store and served the same
 way (`mlflow models serve --env-manager local`, one worker): "patched" is the patch as registered;
 "unpatched" is the same model version logged with patch.json `"enabled": false`, which serves the
@@ -21,6 +21,7 @@ the numbers to an MLflow run `serving-load` in the project's store.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import os
 import platform
@@ -38,8 +39,8 @@ PROJECT_MODEL = "atpatch-vision-backdoor"
 
 def project_model(tmp: Path) -> dict | None:
     """Victim, detector and patch config of the project's registered vision model, or None."""
-    from atpatch.registry import _artifact_path, _download, get_alias_version
-    from atpatch.serving.pyfunc_model import read_patch_config
+    from atpatch.ops.registry import _artifact_path, _download, get_alias_version
+    from atpatch.ops.serving.pyfunc_model import read_patch_config
 
     if not (REPO / "mlflow.db").is_file():
         return None
@@ -59,13 +60,14 @@ def project_model(tmp: Path) -> dict | None:
 
 def register_variants(tmp: Path, max_batch: int) -> dict:
     """Log the model twice into a temp store: patched and unpatched ("enabled": false)."""
-    from atpatch.registry import log_patch, set_alias
-    from atpatch.tiny import image_frame, tiny_images, tiny_patch
+    from atpatch.ops.registry import log_patch, set_alias
+    sys.path.insert(0, str(REPO / "tests"))  # the tiny patch is a test fixture (tests/tiny_patch.py)
+    from tiny_patch import image_frame, tiny_images, tiny_patch
 
     model = project_model(tmp)
     if model is None:
         parts = tiny_patch(tmp / "tiny", steps=200)
-        model = {**parts, "source": "atpatch.tiny (random 2-layer ViT, hidden 16, planted over-attention)"}
+        model = {**parts, "source": "tiny_patch (random 2-layer ViT, hidden 16, planted over-attention)"}
     store = tmp / "store"
     store.mkdir()
     os.environ.update({"ATPATCH_ROOT": str(store), "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"})
@@ -81,7 +83,7 @@ def register_variants(tmp: Path, max_batch: int) -> dict:
 
 def request_pool(rows: int, n: int = 64, seed: int = 0) -> list[bytes]:
     """n request bodies of `rows` images each, half of them with a trigger."""
-    from atpatch.tiny import tiny_images
+    from tiny_patch import tiny_images
 
     rng = np.random.default_rng(seed)
     clean, _ = tiny_images(n * rows, seed + 1)
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="atpatch-load-") as tmp:
         tmp = Path(tmp)
         setup = register_variants(tmp, a.max_batch)
-        from atpatch.serving.server import start_server, stop_server
+        from atpatch.ops.serving.server import start_server, stop_server
 
         bodies = request_pool(a.rows)
         results = {}
@@ -192,8 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not a.no_mlflow:
         import mlflow
 
-        from atpatch.report import flatten
-        from atpatch.tracking import configure
+        from atpatch.eval.report import flatten
+        from atpatch.ops.tracking import configure
 
         os.environ["ATPATCH_ROOT"] = str(REPO)
         os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -31,10 +31,10 @@ def oracle_by_overlap(ws: Path, overlaps: list[int]) -> list[dict]:
     """ASR with the known trigger tokens redistributed (u = 1 / n) at every layer, per labelling rule."""
     from datasets import load_from_disk
 
-    from atpatch.data.triggers import token_labels
-    from atpatch.evaluation import predict_oracle, predict_plain
-    from atpatch.models.loading import load_classifier
-    from atpatch.models.vit import to_pixel_values
+    from atpatch.scenarios.data.triggers import token_labels
+    from atpatch.eval.evaluation import predict_oracle, predict_plain
+    from atpatch.scenarios.models.loading import load_classifier
+    from atpatch.scenarios.models.vit import to_pixel_values
 
     model = load_classifier(ws / "data" / SCENARIO / "victim", attn_implementation="sdpa")
     gen = ws / "data" / SCENARIO / "generated"

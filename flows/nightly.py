@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ is not a pack
 
 from prefect import flow, get_run_logger  # noqa: E402
 
+from atpatch.conventions import out_path  # noqa: E402
 from pipeline import dvc_stage, no_heartbeats, scenario_of  # noqa: E402
 
 
 def gate_json_path(workdir: str | Path, scenario: str) -> Path:
     """gate.json of one scenario in the workspace."""
-    return Path(workdir) / f"metrics/{scenario}/gate.json"
+    return Path(workdir) / out_path("gate", scenario)
 
 
 @flow(name="atpatch-nightly-reevaluate")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+
+from atpatch.conventions import environment
 
 TAIL_LINES = 40
 
@@ -60,13 +61,10 @@ def select_stages(workdir: str | Path, stages: list[str] | None, scenario: str |
     return [f"{s}@{source if s == 'fetch' else scenario}" for s in chosen]
 
 
-def _stage_env() -> dict[str, str]:
-    """The caller's environment, with this interpreter's bin first on PATH (dvc.yaml runs `python`)."""
-    env = dict(os.environ)
-    bindir = str(Path(sys.executable).parent)
-    if bindir not in env.get("PATH", "").split(os.pathsep):
-        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    env.setdefault("DVC_NO_ANALYTICS", "1")
+def _stage_env(workdir: str | Path) -> dict[str, str]:
+    """The caller's environment over atpatch.conventions' defaults for `workdir`, with this
+    interpreter's bin first on PATH (dvc.yaml runs `python`)."""
+    env = environment(workdir)
     env.setdefault("TQDM_DISABLE", "1")  # progress bars are noise in run logs
     return env
 
@@ -88,7 +86,7 @@ def run_dvc_stage(stage: str, workdir: str | Path, force: bool = False, log=prin
     """
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *(["--force"] if force else []), stage]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=str(workdir), env=_stage_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=str(workdir), env=_stage_env(workdir), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, bufsize=1)
     out: collections.deque = collections.deque(maxlen=2000)
     err: collections.deque = collections.deque(maxlen=TAIL_LINES)

@@ -3,7 +3,7 @@
 Backdoor scenarios: CA, ASR, ASR floor, DER, detection, pass-through, latency. Fairness scenarios:
 accuracy, counterfactual flip rate, demographic parity and equalized odds differences per
 protected attribute, detection, latency. Both: the attention-mediation check on the debugging
-split (atpatch.mediation), which the gate reads. Writes metrics/<scenario>/evaluate.json, a ROC CSV for
+split (atpatch.eval.mediation), which the gate reads. Writes metrics/<scenario>/evaluate.json, a ROC CSV for
 DVC plots and PNG figures under plots/<scenario>/; everything also goes to MLflow.
 """
 
@@ -14,11 +14,11 @@ from pathlib import Path
 import mlflow
 import torch
 
-from atpatch.detector import Detector
+from atpatch.core.detector import Detector
 from atpatch.io import write_json_atomic
-from atpatch.models.loading import load_classifier
+from atpatch.scenarios.models.loading import load_classifier
 from atpatch.scenarios import is_fairness, kind_module, stage_params
-from atpatch.tracking import stage_run
+from atpatch.ops.tracking import stage_run
 
 
 def log_report(report: dict, files: list[Path], out: Path) -> None:
@@ -47,13 +47,13 @@ def main(params: dict) -> dict:
     data = kind.test_sets(params, model)
     det = Detector.load(params["train_detector"]["out"])
     if is_fairness(params):
-        from atpatch import fairness_eval as evaluator
+        from atpatch.eval import fairness_eval as evaluator
     else:
-        from atpatch import backdoor_eval as evaluator
+        from atpatch.eval import backdoor_eval as evaluator
     with stage_run("evaluate", params["scenario"], p, seed):
         report, raw = evaluator.evaluate(params, model, det, data)
         report["mediation"] = evaluator.mediation(params, kind, model, det)
-        files = evaluator.figures(Path(p["plots"]), model, det, data, report, raw, p["default_mode"])
+        files = evaluator.figures(Path(p["plots"]), model, det, data, report, raw, report["default_mode"])
         write_json_atomic(p["out"], report)
         log_report(report, files, Path(p["out"]))
     evaluator.print_table(report)

@@ -11,8 +11,8 @@ import json
 
 
 from atpatch.io import write_bytes_atomic
-from atpatch.models.loading import load_classifier
-from atpatch.patching import extract_features
+from atpatch.scenarios.models.loading import load_classifier
+from atpatch.ops.patching import extract_features
 from atpatch.scenarios import kind_module, stage_params
 
 

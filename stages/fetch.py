@@ -9,9 +9,9 @@ import argparse
 import time
 from pathlib import Path
 
-from atpatch.data.sources import fetch_source
+from atpatch.scenarios.data.sources import fetch_source
 from atpatch.io import load_params
-from atpatch.scenarios import raw_dir
+from atpatch.conventions import raw_dir
 
 
 def main(sources: list[str], root: str | Path = ".") -> None:

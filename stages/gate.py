@@ -1,6 +1,6 @@
 """Stage `gate`: the regression gate between evaluation and registration.
 
-Judges the shipped patch mode (params `register.mode`, else evaluate.json's `default_mode`) on
+Judges the shipped patch mode (the scenario's `patch.mode`) on
 evaluate.json: the attention-mediation check (is the fault carried by over-attention at all?),
 clean-accuracy drop, ASR over its floor, clean-input flag rate, column AUROC, and no regression against the registered model's current `champion` (its stored metrics). Writes
 metrics/<scenario>/gate.json {"passed", "checks", "reasons", "champion_version", ...}. The stage
@@ -14,19 +14,21 @@ from pathlib import Path
 
 import mlflow
 
-from atpatch.errors import AtPatchError
+from atpatch import conventions
+from atpatch.core.errors import AtPatchError
+from atpatch.core.patched import shipped_patch
 from atpatch.io import read_json, report_paths, write_json_atomic
-from atpatch.mediation import MAX_GAP, judged
+from atpatch.eval.mediation import MAX_GAP, judged
 from atpatch.scenarios import is_fairness, stage_params
-from atpatch.tracking import stage_run
+from atpatch.ops.tracking import stage_run
 
-GATE_DEFAULTS = {"max_ca_drop": 0.005, "max_asr_over_floor": 0.005, "max_clean_flag_rate": 0.01,
-                 "min_column_auroc": 0.999, "regression_tolerance": 0.002, "max_mediation_gap": MAX_GAP,
-                 "force_fail": False}
-# Fairness scenarios gate on fairness: relative reductions of the protected attribute's gaps.
-FAIRNESS_GATE_DEFAULTS = {"max_ca_drop": 0.01, "min_flip_rate_reduction": 0.8, "min_dp_reduction": 0.5,
-                          "min_eo_reduction": 0.5, "regression_tolerance": 0.002, "max_mediation_gap": MAX_GAP,
-                          "force_fail": False}
+# The thresholds each family needs from params.yaml (`defaults.gate` merged with the scenario's `gate`);
+# only the mediation limit has a library default (atpatch.eval.mediation.MAX_GAP).
+GATE_KEYS = {"backdoor": ("max_ca_drop", "max_asr_over_floor", "max_clean_flag_rate", "min_column_auroc",
+                          "regression_tolerance", "force_fail"),
+             # Fairness scenarios gate on fairness: relative reductions of the protected attribute's gaps.
+             "fairness": ("max_ca_drop", "min_flip_rate_reduction", "min_dp_reduction", "min_eo_reduction",
+                          "regression_tolerance", "force_fail")}
 # Per family: the metric that must not rise against the champion (CA must not fall in both).
 HARM_METRIC = {"backdoor": "patched.ASR", "fairness": "patched.flip_rate"}
 
@@ -49,8 +51,8 @@ def field(report: dict, path: Path, *keys: str) -> float:
 
 
 def shipped_mode(params: dict, report: dict, path: Path) -> str:
-    """The mode that register will ship: `register.mode`, else the report's default_mode."""
-    mode = (params.get("register") or {}).get("mode") or report.get("default_mode")
+    """The mode that register will ship: the scenario's `patch.mode`."""
+    mode = shipped_patch(params)["mode"]
     if mode not in (report.get("patched") or {}):
         raise AtPatchError(f"{path}: no patched metrics for mode {mode!r} "
                            f"(modes present: {sorted(report.get('patched') or {})})")
@@ -117,7 +119,7 @@ def regression_checks(m: dict[str, float], champion: dict[str, float], version: 
 
 
 def mediation_check(report: dict, path: Path, max_gap: float) -> dict:
-    """The attention-mediation check (atpatch.mediation): the fault rate with the debugging set's known fault
+    """The attention-mediation check (atpatch.eval.mediation): the fault rate with the debugging set's known fault
     tokens patched may exceed the fault-free rate by at most `max_gap`; its message says what failing means."""
     if not isinstance(report.get("mediation"), dict):
         raise AtPatchError(f"{path}: field 'mediation' is missing (rerun stage evaluate: it computes the "
@@ -140,7 +142,7 @@ def reason(c: dict) -> str:
 
 def champion_state(model_name: str, alias: str) -> tuple[str | None, dict[str, float]]:
     """(version, stored metrics) of the alias, or (None, {}) when there is no champion yet."""
-    from atpatch.registry import get_alias_version, version_metrics
+    from atpatch.ops.registry import get_alias_version, version_metrics
 
     mv = get_alias_version(model_name, alias)
     return (None, {}) if mv is None else (str(mv.version), version_metrics(mv))
@@ -152,24 +154,27 @@ def _jsonable(checks: list[dict]) -> list[dict]:
 
 
 def gate_settings(params: dict) -> tuple[str, dict]:
-    """(family, thresholds): the scenario's gate section over its family's defaults."""
+    """(family, thresholds): the scenario's gate section; AtPatchError naming any threshold it lacks."""
     family = "fairness" if is_fairness(params) else "backdoor"
-    defaults = FAIRNESS_GATE_DEFAULTS if family == "fairness" else GATE_DEFAULTS
-    return family, {**defaults, **(params.get("gate") or {})}
+    g = {"max_mediation_gap": MAX_GAP, **(params.get("gate") or {})}
+    missing = [k for k in GATE_KEYS[family] if k not in g]
+    if missing:
+        raise AtPatchError(f"params: scenarios.{params['scenario']}.gate: missing {missing} (a {family} gate needs "
+                           f"{list(GATE_KEYS[family])}; set them there or under defaults.gate)")
+    return family, g
 
 
 def decide(params: dict) -> dict:
     """The gate decision as a dict (the contents of gate.json). Needs MLflow configured."""
     family, g = gate_settings(params)
-    reg = params.get("register") or {}
     p = report_paths(params)
     report = read_json(p["evaluate"], "evaluate")
     mode = shipped_mode(params, report, p["evaluate"])
     m = current_metrics(report, p["evaluate"], mode, family)
     checks = [mediation_check(report, p["evaluate"], g["max_mediation_gap"])]
     checks += fairness_checks(m, g) if family == "fairness" else quality_checks(m, g)
-    model_name = reg.get("model_name") or f"atpatch-{params['scenario']}"
-    version, champion = champion_state(model_name, reg.get("champion_alias") or "champion")
+    model_name = conventions.model_name(params["scenario"])
+    version, champion = champion_state(model_name, conventions.CHAMPION_ALIAS)
     if version is not None:
         checks += regression_checks(m, champion, version, g["regression_tolerance"], HARM_METRIC[family])
     if g["force_fail"]:

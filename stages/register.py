@@ -7,23 +7,20 @@ moves to it only when gate.json says the gate passed. Writes metrics/<scenario>/
 
 from __future__ import annotations
 
-from atpatch.errors import AtPatchError
+from atpatch import conventions
+from atpatch.core.errors import AtPatchError
+from atpatch.core.patched import shipped_patch
 from atpatch.io import read_json, report_paths, write_json_atomic
-from atpatch.registry import get_alias_version, log_patch, set_alias, tag_version
+from atpatch.ops.registry import get_alias_version, log_patch, set_alias, tag_version
 from atpatch.scenarios import kind_module, stage_params
-from atpatch.tracking import stage_run
-
-REGISTER_DEFAULTS = {"challenger_alias": "challenger", "champion_alias": "champion", "mode": None,
-                     "patch_layers": None, "benign_value": "unified"}
+from atpatch.ops.tracking import stage_run
 
 
 def settings(params: dict) -> dict:
-    """The register section with defaults; model_name defaults to atpatch-<scenario>."""
-    r = {**REGISTER_DEFAULTS, **(params.get("register") or {})}
-    r["model_name"] = r.get("model_name") or f"atpatch-{params['scenario']}"
-    scenario = params["scenario"]
-    r["out"] = r.get("out") or f"metrics/{scenario}/register.json"
-    return r
+    """What register needs: the registered model's name and aliases (atpatch.conventions), the shipped
+    patch (the scenario's `patch` section) and where register.json goes."""
+    return {"model_name": conventions.model_name(params["scenario"]), "challenger_alias": conventions.CHALLENGER_ALIAS,
+            "champion_alias": conventions.CHAMPION_ALIAS, "out": params["register"]["out"], **shipped_patch(params)}
 
 
 def version_metrics_from(report: dict, mode: str) -> dict[str, float]:
@@ -38,14 +35,12 @@ def version_metrics_from(report: dict, mode: str) -> dict[str, float]:
     return {**numbers(report.get("unpatched", {}), "unpatched"), **numbers(report["patched"][mode], "patched")}
 
 
-
-
 def main(params: dict) -> dict:
     r, kind = settings(params), kind_module(params)
     p = report_paths(params)
     gate = read_json(p["gate"], "gate")
     report = read_json(p["evaluate"], "evaluate")
-    mode = r["mode"] or report.get("default_mode")
+    mode = r["mode"]
     if gate.get("mode") not in (None, mode):
         raise AtPatchError(f"{p['gate']}: the gate judged mode {gate['mode']!r} but register ships {mode!r}; "
                            "rerun stage gate")

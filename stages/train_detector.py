@@ -15,12 +15,12 @@ import mlflow
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from atpatch.errors import AtPatchError
-from atpatch.features import TokenLayout
+from atpatch.core.errors import AtPatchError
+from atpatch.core.features import TokenLayout
 from atpatch.io import atomic_dir, write_json_atomic
-from atpatch.patching import fit_detector
+from atpatch.ops.patching import fit_detector
 from atpatch.scenarios import stage_params
-from atpatch.tracking import stage_run
+from atpatch.ops.tracking import stage_run
 
 
 def main(params: dict) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from atpatch.io import atomic_dir
 from atpatch.scenarios import kind_module, stage_params
-from atpatch.tracking import stage_run
+from atpatch.ops.tracking import stage_run
 
 
 def main(params: dict) -> None:

@@ -8,12 +8,12 @@ Typical use::
     out = patched(pixel_values=x)       # out.logits [B, C], out.flagged [B, K]
 """
 
-from .detector import Detector, DetectorConfig, supcon_loss
-from .errors import AtPatchError, DataValidationError, DetectorFileError, ShapeError, UnsupportedModelError
-from .features import KINDS, Recorder, TokenLayout, column_features, model_output, record, select_kind
-from .patch import benign_attention, redistribute
-from .patched import PatchedClassifier, PatchedOutput
-from .seam import ATTENTION_MODULES, attention_layers, attention_seam
+from atpatch.core.detector import Detector, DetectorConfig, supcon_loss
+from atpatch.core.errors import AtPatchError, DataValidationError, DetectorFileError, ShapeError, UnsupportedModelError
+from atpatch.core.features import KINDS, Recorder, TokenLayout, column_features, model_output, record, select_kind
+from atpatch.core.patch import benign_attention, redistribute
+from atpatch.core.patched import PatchedClassifier, PatchedOutput
+from atpatch.core.seam import ATTENTION_MODULES, attention_layers, attention_seam
 
 __all__ = [
     "ATTENTION_MODULES", "AtPatchError", "DataValidationError", "Detector", "DetectorConfig",

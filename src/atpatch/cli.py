@@ -18,9 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-DEFAULT_SCENARIO = "vision-backdoor"
-SCENARIOS = ("vision-backdoor", "text-backdoor", "tabular-fairness", "tabular-fairness-compas", "text-fairness")
-PROFILES = ("default", "small")
+from atpatch import conventions
+from atpatch.conventions import DEFAULT_PROFILE, DEFAULT_SCENARIO, model_name
 
 app = typer.Typer(name="atpatch", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode="markdown",
@@ -35,7 +34,7 @@ class UserError(Exception):
 
 
 def _is_user_error(exc: BaseException) -> bool:
-    from .errors import AtPatchError
+    from atpatch.core.errors import AtPatchError
 
     names = {cls.__name__ for cls in type(exc).__mro__}
     return isinstance(exc, (UserError, AtPatchError, ValueError, OSError)) or "MlflowException" in names
@@ -73,24 +72,28 @@ def _root(root: Optional[Path]) -> Path:
     return path
 
 
-def _scenario(name: str) -> str:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name or ""):
-        raise UserError(f"--scenario: expected a name like {DEFAULT_SCENARIO!r}, got {name!r} "
-                        f"(scenarios: {', '.join(SCENARIOS)})")
+def scenario_names(root: Path) -> list[str]:
+    """The scenarios params.yaml defines (empty when the root has none)."""
+    import yaml
+
+    path = root / conventions.PARAMS_FILE
+    params = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return sorted((params or {}).get("scenarios") or {})
+
+
+def _scenario(name: str, root: Path) -> str:
+    known = scenario_names(root)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name or "") or (known and name not in known):
+        raise UserError(f"--scenario: expected one of {', '.join(known) or 'the scenarios in params.yaml'}, got {name!r}")
     return name
 
 
-def model_name(scenario: str) -> str:
-    """The registered model of a scenario."""
-    return f"atpatch-{scenario}"
-
-
 def _use_root(root: Path, need_store: bool = False) -> None:
-    """Point MLflow (atpatch.tracking) at the project's store unless the environment chose one; with
+    """Point MLflow (atpatch.ops.tracking) at the project's store unless the environment chose one; with
     `need_store`, refuse a SQLite store that does not exist yet (instead of creating an empty one)."""
     os.environ["ATPATCH_ROOT"] = str(root)
     if need_store:
-        from .tracking import tracking_uri
+        from atpatch.ops.tracking import tracking_uri
 
         uri = tracking_uri()
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
@@ -99,22 +102,9 @@ def _use_root(root: Path, need_store: bool = False) -> None:
 
 
 def pipeline_env(workdir: Path) -> dict[str, str]:
-    """The environment a pipeline run needs (scripts/env.sh and the Makefile's workspace variables)."""
-    env = dict(os.environ)
-    venv_bin = str(Path(sys.executable).parent)
-    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-    defaults = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "HF_HOME": str(workdir / ".cache" / "hf"), "MLFLOW_DISABLE_TELEMETRY": "true",
-                "DVC_NO_ANALYTICS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
-                "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
-                "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
-    for key, value in defaults.items():
-        env.setdefault(key, value)
-    # Per project (or workspace): always its own.
-    env.update({"ATPATCH_ROOT": str(workdir), "DVC_SITE_CACHE_DIR": str(workdir / ".dvc" / "site_cache"),
-                "PREFECT_HOME": str(workdir / ".prefect"), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"})
-    return env
+    """The environment of a pipeline run in `workdir`: atpatch.conventions' defaults, with the
+    project's own caches and stores (a workspace never writes into the repository's MLflow store)."""
+    return conventions.environment(workdir, isolate=True)
 
 
 def repro_target(workdir: Path, scenario: str) -> str:
@@ -156,13 +146,13 @@ def _stream(cmd: list[str], cwd: Path, env: dict) -> int:
 
 # -- commands ----------------------------------------------------------------------------------------
 RootOpt = typer.Option(None, "--root", help="Project root (default: $ATPATCH_ROOT or the working directory).")
-ScenarioOpt = typer.Option(DEFAULT_SCENARIO, "--scenario", "-s", help=f"Scenario: {', '.join(SCENARIOS)}.")
+ScenarioOpt = typer.Option(DEFAULT_SCENARIO, "--scenario", "-s", help="Scenario: a name under params.yaml's `scenarios`.")
 
 
 @app.command(epilog="Example: atpatch run --scenario vision-backdoor --profile small")
 @_errors
 def run(scenario: str = ScenarioOpt,
-        profile: str = typer.Option("default", "--profile", "-p", help="default (the repo's params.yaml) or small "
+        profile: str = typer.Option(DEFAULT_PROFILE, "--profile", "-p", help="default (the repo's params.yaml) or small "
                                     "(profiles/small.yaml, in the workspace .work/small)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Show the command, run nothing."),
         root: Optional[Path] = RootOpt):
@@ -171,16 +161,17 @@ def run(scenario: str = ScenarioOpt,
     Runs `dvc repro register@SCENARIO` in the repository (profile default) or in the workspace
     .work/PROFILE made from params.yaml + profiles/PROFILE.yaml.
     """
-    root, scenario = _root(root), _scenario(scenario)
-    if profile == "default":
+    root = _root(root)
+    scenario = _scenario(scenario, root)
+    if profile == DEFAULT_PROFILE:
         workdir = root
     else:
-        from .workspace import make_workspace, profile_path
+        from atpatch.ops.workspace import make_workspace, profile_path
 
         if not profile_path(profile, root).is_file():
             raise UserError(f"--profile {profile}: {profile_path(profile, root)} not found (profiles: "
-                            f"{', '.join(['default', *sorted(p.stem for p in (root / 'profiles').glob('*.yaml'))])})")
-        workdir = root / ".work" / profile
+                            f"{', '.join([DEFAULT_PROFILE, *sorted(p.stem for p in (root / conventions.PROFILES_DIR).glob('*.yaml'))])})")
+        workdir = conventions.workspace_dir(profile, root)
         if not dry_run:
             console.print(f"[dim]workspace {workdir} (profile {profile})[/dim]")
             workdir = make_workspace(workdir, profile, repo=root)
@@ -192,7 +183,7 @@ def run(scenario: str = ScenarioOpt,
     code = _stream(cmd, workdir, pipeline_env(workdir))
     if code != 0:
         raise UserError(f"dvc repro {target} failed (exit {code}) in {workdir}; the failing stage's output is above")
-    console.print(f"[green]done[/green]: {scenario} ({profile}); metrics in {workdir / 'metrics' / scenario}")
+    console.print(f"[green]done[/green]: {scenario} ({profile}); metrics in {workdir / conventions.report_path(scenario, 'evaluate')}")
 
 
 @app.command(epilog="Example: atpatch report --scenario vision-backdoor --html")
@@ -203,9 +194,10 @@ def report(scenario: str = ScenarioOpt,
            log: bool = typer.Option(False, "--log", help="With --html: log the HTML to MLflow as an artifact."),
            root: Optional[Path] = RootOpt):
     """The scenario's metrics before/after the patch, with definitions, and the gate decision."""
-    from . import report as rep
+    from atpatch.eval import report as rep
 
-    root, scenario = _root(root), _scenario(scenario)
+    root = _root(root)
+    scenario = _scenario(scenario, root)
     reports = rep.load_reports(scenario, root)
     evaluate = reports["evaluate"]
     mode, rows = rep.metric_rows(evaluate, mode)
@@ -241,18 +233,20 @@ def report(scenario: str = ScenarioOpt,
         console.print(f"wrote {path}", markup=False)
         if log:
             _use_root(root)
-            console.print(f"logged to MLflow run {rep.log_report(path, scenario)}")
+            from .ops.tracking import log_report
+
+            console.print(f"logged to MLflow run {log_report(path, scenario)}")
 
 
 def _load_registered(scenario: str):
     """(PatchedClassifier, alias, version) of the scenario's champion, else its challenger."""
-    from .registry import get_alias_version, load_patch
+    from atpatch.ops.registry import get_alias_version, load_patch
 
     name = model_name(scenario)
-    for alias in ("champion", "challenger"):
+    for alias in (conventions.CHAMPION_ALIAS, conventions.CHALLENGER_ALIAS):
         mv = get_alias_version(name, alias)
         if mv is not None:
-            if alias == "challenger":
+            if alias == conventions.CHALLENGER_ALIAS:
                 err.print(f"note: {name} has no champion (no version passed the gate); using challenger "
                           f"version {mv.version}", markup=False)
             return load_patch(f"models:/{name}@{alias}"), alias, str(mv.version)
@@ -260,146 +254,187 @@ def _load_registered(scenario: str):
                     f"(atpatch run --scenario {scenario})")
 
 
-def _read_image(spec: str, root: Path, scenario: str, split: str, side: int) -> tuple:
-    """(uint8 image [side, side], description) from a PNG/NPY path or an index into the test set."""
+def _read_image_file(path: Path, side: int):
+    """A PNG or NPY grayscale image as uint8 [side, side]; UserError naming the problem otherwise."""
     import numpy as np
 
-    path = Path(spec)
-    if path.suffix.lower() in (".png", ".npy") or path.exists():
-        if not path.is_file():
-            raise UserError(f"{path}: file not found")
-        if path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif path.suffix.lower() == ".png":
-            from PIL import Image, UnidentifiedImageError
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    if path.suffix.lower() == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    elif path.suffix.lower() == ".png":
+        from PIL import Image, UnidentifiedImageError
 
-            try:
-                arr = np.asarray(Image.open(path).convert("L"))
-            except UnidentifiedImageError as exc:
-                raise UserError(f"{path}: not a readable PNG image") from exc
-        else:
-            raise UserError(f"{path}: expected a .png or .npy file, or an index into the test set")
-        if arr.size != side * side:
-            raise UserError(f"{path}: expected a {side}x{side} grayscale image, got shape {tuple(arr.shape)}")
-        if arr.dtype.kind not in "iuf" or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
-            raise UserError(f"{path}: expected pixel values 0..255, got dtype {arr.dtype} "
-                            f"range {arr.min() if arr.size else '-'}..{arr.max() if arr.size else '-'}")
-        return np.rint(arr.reshape(side, side)).astype(np.uint8), str(path)
-    if not re.fullmatch(r"\d+", spec):
-        raise UserError(f"INPUT {spec!r}: expected a .png/.npy file or an index into the test set")
-    from .scenarios import OUT_PATHS
-
-    folder = root / OUT_PATHS["generate"].format(s=scenario) / f"test_{split}"
-    if not folder.is_dir():
-        raise UserError(f"{folder}: test set not found; run the pipeline first (atpatch run --scenario {scenario})")
-    from datasets import load_from_disk
-
-    data = load_from_disk(str(folder)).with_format("numpy")
-    index = int(spec)
-    if index >= len(data):
-        raise UserError(f"INPUT {index}: the {split} test set has {len(data)} images (0..{len(data) - 1})")
-    return data[index]["image"].astype(np.uint8), f"{split} test image {index} (label {int(data[index]['label'])})"
+        try:
+            arr = np.asarray(Image.open(path).convert("L"))
+        except UnidentifiedImageError as exc:
+            raise UserError(f"{path}: not a readable PNG image") from exc
+    else:
+        raise UserError(f"{path}: expected a .png or .npy file, or an index into the test set")
+    if arr.size != side * side:
+        raise UserError(f"{path}: expected a {side}x{side} grayscale image, got shape {tuple(arr.shape)}")
+    if arr.dtype.kind not in "iuf" or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+        raise UserError(f"{path}: expected pixel values 0..255, got dtype {arr.dtype} "
+                        f"range {arr.min() if arr.size else '-'}..{arr.max() if arr.size else '-'}")
+    return np.rint(arr.reshape(side, side)).astype(np.uint8)
 
 
-def attention_before_after(patched, inputs: dict, flagged):
-    """Per-layer length-scaled column mass [L, K] (mean over heads) before and after redistribution.
+def _scenario_kind(root: Path, scenario: str):
+    """(kind module, the scenario's flat params with paths under `root`)."""
+    from atpatch.io import load_params
+    from atpatch.scenarios import kind_module, scenario_params
 
-    "After" patches `flagged` at the patched layers (what two-pass mode runs); equal to "before"
-    when nothing is flagged.
-    """
-    import torch
+    flat = scenario_params(load_params(path=root / conventions.PARAMS_FILE), scenario, root / conventions.PARAMS_FILE)
+    flat["generate"]["out"] = str(root / flat["generate"]["out"])
+    return kind_module(flat), flat
 
-    from .features import Recorder, record
-    from .patched import _Redistributor
-    from .seam import attention_seam
 
-    def mass(rec) -> torch.Tensor:
-        return torch.stack([rec.maps[layer][0].sum(1).mean(0) for layer in sorted(rec.maps)])  # [L, K]
+def _inspect_frame(spec: str, root: Path, scenario: str, split: str, model):
+    """(one-row pyfunc input frame, description) from a test-set index, an image file or a text."""
+    import pandas as pd
 
-    before = record(patched.model, inputs, patched.layout, keep_maps=True)
-    if not bool(flagged.any()):
-        return mass(before), mass(before)
-    after = Recorder(patched.layout, inputs, keep_maps=True)
-    fix = _Redistributor(flagged, before.valid, patched.benign, patched.patch_layers)
-    with attention_seam(patched.model, lambda layer, probs: after(layer, fix(layer, probs))), torch.no_grad():
-        patched.model(**inputs)
-    return mass(before), mass(after)
+    kind, flat = _scenario_kind(root, scenario)
+    if re.fullmatch(r"\d+", spec):
+        data = kind.test_frame(flat, split)
+        index = int(spec)
+        if index >= len(data):
+            raise UserError(f"INPUT {index}: the {split} test set has {len(data)} rows (0..{len(data) - 1})")
+        row = data.iloc[[index]].reset_index(drop=True)
+        return row.drop(columns="label"), f"{split} test row {index} (label {int(row['label'][0])})"
+    if kind.INPUT_KIND == "image":
+        side = int(model.config.image_size)
+        image = _read_image_file(Path(spec), side)
+        return pd.DataFrame({"image": [image.reshape(-1).astype(int).tolist()]}), spec
+    if kind.INPUT_KIND == "text":
+        return pd.DataFrame({"text": [spec]}), repr(spec if len(spec) <= 60 else spec[:60] + "...")
+    raise UserError(f"INPUT {spec!r}: expected an index into the {split} test set")
+
+
+def _position_names(patched, inputs: dict, input_kind: str) -> list[str]:
+    """A readable name per token position: image patch row/col, word piece, or table column."""
+    layout, K = patched.layout, int(next(iter(inputs.values())).shape[1]) if input_kind != "image" else None
+    if input_kind == "image":
+        config = patched.model.config
+        grid = int(config.image_size) // int(config.patch_size)
+        return [("CLS" if k < layout.prefix else f"patch row {(k - layout.prefix) // grid}, col {(k - layout.prefix) % grid}")
+                for k in range(layout.prefix + grid * grid)]
+    if input_kind == "text":
+        return patched.model.atpatch_tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    from atpatch.ops.serving.pyfunc_model import tabular_columns
+
+    columns = list(tabular_columns(patched.model))
+    return ["CLS" if k < layout.prefix else columns[k - layout.prefix] for k in range(K or layout.prefix + len(columns))]
 
 
 @app.command(epilog="Example: atpatch inspect --scenario vision-backdoor 17 --split triggered")
 @_errors
-def inspect(input: str = typer.Argument(..., metavar="INPUT", help="A 28x28 PNG or NPY image, or an index into "
-                                        "the scenario's test set."),
+def inspect(input: str = typer.Argument(..., metavar="INPUT", help="An index into the scenario's test set; or "
+                                        "a 28x28 PNG/NPY image (image scenarios); or a text (text scenarios)."),
             scenario: str = ScenarioOpt,
-            split: str = typer.Option("triggered", "--split", help="Test set an index refers to: clean or triggered."),
-            out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write (default reports/inspect-SCENARIO.png)."),
+            split: Optional[str] = typer.Option(None, "--split", help="Test set an index refers to: clean or "
+                                                "triggered (backdoor scenarios, default triggered), test (fairness)."),
+            out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG to write for image scenarios "
+                                               "(default reports/inspect-SCENARIO.png)."),
             root: Optional[Path] = RootOpt):
-    """One input through the registered patch: predictions, flagged positions and layers, attention PNG.
+    """One input through the registered patch: predictions, flagged positions and layers, column attention.
 
     Loads the scenario's champion (else its challenger, saying so), prints the prediction unpatched and
-    patched, the flagged positions (with their patch row/column and score) and the patched layers, and writes
+    patched, the flagged positions (patch row/column, word piece or table column, with their score), the
+    patched layers and the column attention before and after the patch; for image scenarios it also writes
     a PNG of the column attention before/after with the flagged columns outlined.
     """
-    import numpy as np
     import torch
 
-    root, scenario = _root(root), _scenario(scenario)
-    if split not in ("clean", "triggered"):
-        raise UserError(f"--split: expected clean or triggered, got {split!r}")
-    _use_root(root, need_store=True)
-    patched, alias, version = _load_registered(scenario)
-    config = patched.model.config
-    if config.model_type not in ("vit", "deit") or getattr(config, "num_channels", 1) != 1:
-        raise UserError(f"inspect: supports 1-channel image scenarios so far; {model_name(scenario)} is a "
-                        f"{config.model_type} model")
-    side, patch = int(config.image_size), int(config.patch_size)
-    grid, prefix = side // patch, patched.layout.prefix
-    image, what = _read_image(input, root, scenario, split, side)
-    from .models.vit import to_pixel_values
+    from atpatch.core.patched import attention_before_after
+    from atpatch.ops.serving.pyfunc_model import INPUT_KINDS, validate_frame
 
-    inputs = {"pixel_values": to_pixel_values(image[None], config)}
+    root = _root(root)
+    scenario = _scenario(scenario, root)
+    _use_root(root, need_store=True)
+    kind, _ = _scenario_kind(root, scenario)
+    split = split or list(kind.TEST_SPLITS)[-1]
+    if split not in kind.TEST_SPLITS:
+        raise UserError(f"--split: expected one of {', '.join(kind.TEST_SPLITS)} for {scenario}, got {split!r}")
+    patched, alias, version = _load_registered(scenario)
+    frame, what = _inspect_frame(input, root, scenario, split, patched.model)
+    try:
+        rows = validate_frame(frame, kind.INPUT_KIND, model=patched.model)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    inputs = INPUT_KINDS[kind.INPUT_KIND].to_inputs(rows, patched.model)
     out_p = patched(**inputs)
     before, after = attention_before_after(patched, inputs, out_p.flagged)
     p_plain = torch.softmax(_plain_logits(patched, inputs), -1)[0]
     p_patch = torch.softmax(out_p.logits, -1)[0]
     flags = torch.nonzero(out_p.flagged[0]).flatten().tolist()
     layers = torch.nonzero(out_p.patched_layers[0]).flatten().tolist()
+    names = _position_names(patched, inputs, kind.INPUT_KIND)
 
     console.print(f"[bold]{model_name(scenario)}[/bold] version {version} ({alias}), mode {patched.mode}; input: {what}")
-    table = Table(title_justify="left")
-    for col in ("", "label", "probability", "2nd label", "probability"):
-        table.add_column(col, justify="right" if col != "" else "left")
-    for name, probs in (("unpatched", p_plain), ("patched", p_patch)):
-        top = torch.topk(probs, 2)
-        table.add_row(name, str(int(top.indices[0])), f"{float(top.values[0]):.4f}", str(int(top.indices[1])),
-                      f"{float(top.values[1]):.4f}")
-    console.print(table)
+    _prediction_table(p_plain, p_patch)
     if flags:
-        where = ", ".join(f"{k} (patch row {(k - prefix) // grid}, col {(k - prefix) % grid}; score "
-                          f"{float(out_p.scores[0, k]):.4f})" for k in flags)
+        where = ", ".join(f"{k} ({names[k]}; score {float(out_p.scores[0, k]):.4f})" for k in flags)
         console.print(f"flagged positions: {where}", markup=False)
         console.print(f"patched layers: {layers}")
     else:
         console.print(f"flagged positions: none (highest score {float(out_p.scores[0].max()):.4f} <= threshold "
                       f"{patched.detector.config.threshold:.4f}); the prediction is the unpatched one")
-    from . import plots
+    _attention_table(before.mean(0), after.mean(0), names, flags)
+    if kind.INPUT_KIND == "image":
+        target = out or (root / conventions.REPORTS_DIR / f"inspect-{scenario}.png")
+        _attention_png(target, patched, frame, before, after, flags, f"{what}: {int(p_plain.argmax())} -> {int(p_patch.argmax())}")
+        console.print(f"wrote {target} (column attention, mean over layers and heads; flagged columns in red)",
+                      markup=False)
 
-    target = out or (root / "reports" / f"inspect-{scenario}.png")
-    target.parent.mkdir(parents=True, exist_ok=True)
+
+def _prediction_table(p_plain, p_patch) -> None:
+    import torch
+
+    table = Table(title_justify="left")
+    for col in ("", "label", "probability", "2nd label", "probability"):
+        table.add_column(col, justify="right" if col != "" else "left")
+    for name, probs in (("unpatched", p_plain), ("patched", p_patch)):
+        top = torch.topk(probs, min(2, len(probs)))
+        cells = [str(int(top.indices[0])), f"{float(top.values[0]):.4f}"]
+        cells += [str(int(top.indices[1])), f"{float(top.values[1]):.4f}"] if len(probs) > 1 else ["-", "-"]
+        table.add_row(name, *cells)
+    console.print(table)
+
+
+def _attention_table(before, after, names: list[str], flags: list[int], top: int = 5) -> None:
+    """Column attention (mean over layers and heads) of the flagged and the most attended positions."""
+    order = [k for k in flags] + [k for k in before.argsort(descending=True).tolist() if k not in flags][:top]
+    table = Table(title="column attention, mean over layers and heads", title_justify="left")
+    for col in ("position", "token", "before", "after", "flagged"):
+        table.add_column(col, justify="left" if col == "token" else "right")
+    for k in order:
+        table.add_row(str(k), names[k] if k < len(names) else "?", f"{float(before[k]):.4f}", f"{float(after[k]):.4f}",
+                      "yes" if k in flags else "")
+    console.print(table)
+
+
+def _attention_png(target: Path, patched, frame, before, after, flags: list[int], title: str) -> None:
+    import numpy as np
+
+    from atpatch.eval import plots
+
+    config = patched.model.config
+    side, prefix = int(config.image_size), patched.layout.prefix
+    grid = side // int(config.patch_size)
+    image = np.asarray(frame["image"][0], dtype=np.uint8).reshape(1, side, side)
     mark = np.zeros((1, grid * grid), dtype=bool)
     for k in flags:
         mark[0, k - prefix] = True
-    plots.attention_grid(target, image[None], before.mean(0)[prefix:].numpy()[None], after.mean(0)[prefix:].numpy()[None],
-                         mark, grid, [f"{what}: {int(p_plain.argmax())} -> {int(p_patch.argmax())}"])
-    console.print(f"wrote {target} (column attention, mean over layers and heads; flagged columns in red)",
-                  markup=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    plots.attention_grid(target, image, before.mean(0)[prefix:].numpy()[None], after.mean(0)[prefix:].numpy()[None],
+                         mark, grid, [title])
 
 
 def _plain_logits(patched, inputs: dict):
     """The victim's own (eager) logits."""
     import torch
 
-    from .features import model_output
+    from atpatch.core.features import model_output
 
     with torch.no_grad():
         return model_output(patched.model(**inputs))
@@ -418,16 +453,17 @@ def serve(scenario: str = ScenarioOpt,
     POST /invocations {"dataframe_split": {"columns": ["image"], "data": [[[...784 ints...]]]}} answers label,
     probabilities and flagged positions per row.
     """
-    from .registry import get_alias_version
-    from .serving.server import serve_command, server_env
-    from .tracking import tracking_uri
+    from atpatch.ops.registry import get_alias_version
+    from atpatch.ops.serving.server import serve_command, server_env
+    from atpatch.ops.tracking import tracking_uri
 
-    root, scenario = _root(root), _scenario(scenario)
+    root = _root(root)
+    scenario = _scenario(scenario, root)
     _use_root(root, need_store=True)
     name = model_name(scenario)
-    champion = get_alias_version(name, "champion")
+    champion = get_alias_version(name, conventions.CHAMPION_ALIAS)
     if champion is None:
-        challenger = get_alias_version(name, "challenger")
+        challenger = get_alias_version(name, conventions.CHALLENGER_ALIAS)
         hint = (f"challenger is version {challenger.version}, not promoted "
                 f"({(challenger.tags or {}).get('gate.reasons') or 'gate not passed'}); serve it anyway with "
                 f"mlflow models serve -m models:/{name}@challenger --env-manager local"
@@ -473,9 +509,9 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
     The debugging set is one .safetensors file: the model inputs under their forward names (pixel_values
     [N,C,H,W] float, or input_ids [N,T] with attention_mask), token_labels [N,K] (1 = fault-carrying token,
     K = the model's token count), optional triggered [N] and calib [N] (held-out clean inputs). See
-    atpatch.patching.DEBUG_SET_FORMAT.
+    atpatch.ops.patching.DEBUG_SET_FORMAT.
     """
-    from .patching import build_patch
+    from atpatch.ops.patching import build_patch
 
     if not model.is_dir():
         raise UserError(f"--model {model}: not a directory (expected a save_pretrained checkpoint)")

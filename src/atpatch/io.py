@@ -7,15 +7,16 @@ leaves a half-written output where DVC (or the next stage) would take it for a f
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from atpatch.errors import AtPatchError
+from atpatch.core.errors import AtPatchError
 
 
 def _umask() -> int:
@@ -98,6 +99,22 @@ def write_json_atomic(path: Path | str, obj: Any) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def deep_merge(base: Mapping[str, Any] | None, override: Mapping[str, Any] | None) -> dict:
+    """A new dict: `base` with `override` merged in, recursively.
+
+    Where both sides hold a mapping the merge recurses; anything else in `override` (a scalar,
+    a list, None) replaces the base value whole: lists are not concatenated and `None` sets the
+    key to None (it does not delete it). Neither input is modified.
+    """
+    out = copy.deepcopy(dict(base or {}))
+    for key, value in (override or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def load_params(section: str | None = None, path: Path | str = "params.yaml") -> dict:
     """Read `path` (YAML); return the whole mapping, or one top-level `section` of it.
 
@@ -133,6 +150,7 @@ def read_json(path: Path | str, produced_by: str) -> Any:
 
 def report_paths(params: dict) -> dict[str, Path]:
     """evaluate.json and gate.json paths: `evaluate.out` / `gate.out` if set, else metrics/<scenario>/..."""
-    scenario = params["scenario"]
-    return {"evaluate": Path((params.get("evaluate") or {}).get("out") or f"metrics/{scenario}/evaluate.json"),
-            "gate": Path((params.get("gate") or {}).get("out") or f"metrics/{scenario}/gate.json")}
+    from atpatch.conventions import out_path
+
+    return {stage: Path((params.get(stage) or {}).get("out") or out_path(stage, params["scenario"]))
+            for stage in ("evaluate", "gate")}

@@ -1,7 +1,7 @@
-"""The baselines-and-ablations benchmark (benchmarks/baselines.py) end to end on a small vision-backdoor workspace.
+"""The baselines-and-ablations benchmark (benchmarks.baselines) end to end on a small vision-backdoor workspace.
 
 A fresh small-profile workspace (further cut down: fewer images, 2 victim epochs) is trained up to
-`train_detector@vision-backdoor` through DVC; the runner's `main` then runs a reduced method and
+`train_detector@vision-backdoor` through DVC; the benchmark's `main` then runs a reduced method and
 ablation list on it (cheap params in a config derived from benchmarks/baselines.yaml) and writes its
 JSON, markdown section, trade-off plot and MLflow run into the test's temp dir. Checked: one row per
 method with numbers, DER in [0, 1], the repair budget stated, the ablation rows, the plot and the table.
@@ -39,7 +39,8 @@ ABLATIONS = {"benign_value": ["unified", "zero"], "calibration_fpr": [0.02], "de
 
 
 
-def load_runner(name: str = "baselines"):
+def load_script(name: str):
+    """A single-file benchmark (benchmarks/<name>.py), loaded from its path as its command line runs it."""
     spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -47,7 +48,8 @@ def load_runner(name: str = "baselines"):
 
 
 def test_baselines_benchmark_small(tmp_path, monkeypatch):
-    from atpatch.workspace import deep_merge, make_workspace
+    from atpatch.io import deep_merge
+    from atpatch.ops.workspace import make_workspace
 
     for key, value in env_for(tmp_path / "ws").items():
         monkeypatch.setenv(key, value)
@@ -69,15 +71,19 @@ def test_baselines_benchmark_small(tmp_path, monkeypatch):
     out, md = tmp_path / "results", tmp_path / "BASELINES.md"
     md.write_text("# kept\n\nhand-written text stays.\n")
 
-    runner = load_runner()
+    monkeypatch.syspath_prepend(str(REPO))  # where `python -m benchmarks.baselines`, run from the root, finds it
+    from benchmarks.baselines.__main__ import main
+    from benchmarks.baselines.render import replace_section
+
     t1 = time.perf_counter()
     args = ["--workspace", str(ws), "--scenario", SCENARIO, "--config", str(config), "--results-dir", str(out),
             "--markdown", str(md), "--methods", *METHODS, "--ablations", *ABLATIONS]
-    result = runner.main(args)
+    result = main(args)
     print(f"\nworkspace (dvc repro train_detector) {t_ws:.0f} s, benchmark {time.perf_counter() - t1:.0f} s")
 
     saved = json.loads((out / f"baselines-{SCENARIO}.json").read_text())
     assert saved["scenario"] == SCENARIO and saved["task"] == "backdoor"
+    assert saved["command"] == "python -m benchmarks.baselines " + " ".join(args)  # the command that reruns it
     names = [r["method"] for r in saved["rows"]]
     assert names == ["none (unpatched)", "AtPatch two-pass", "AtPatch online", "fine_pruning", "care", "attention_block"]
     for r in saved["rows"]:
@@ -119,13 +125,13 @@ def test_baselines_benchmark_small(tmp_path, monkeypatch):
     assert result.get("mlflow_run_id")
 
     # A second run replaces the scenario's section instead of appending another one.
-    runner.replace_section(md, SCENARIO, "## again\n")
+    replace_section(md, SCENARIO, "## again\n")
     assert md.read_text().count(f"<!-- baselines:{SCENARIO}:start -->") == 1 and "## again" in md.read_text()
 
     # The operating-point sweep on the same workspace: recalibrating at the shipped FPR with the shipped
     # benign value reproduces the runner's AtPatch row; a looser FPR never raises the threshold.
     shipped_fpr = saved["rows"][1]["budget"]["uses"]["calibration_fpr"]
-    sweep = load_runner("operating_points").main(
+    sweep = load_script("operating_points").main(
         ["--workspace", str(ws), "--scenario", SCENARIO, "--fpr", str(shipped_fpr), "0.5", "--benign", "unified", "zero",
          "--results-dir", str(out), "--no-mlflow"])
     points = json.loads((out / f"operating-points-{SCENARIO}.json").read_text())["points"]
@@ -137,8 +143,8 @@ def test_baselines_benchmark_small(tmp_path, monkeypatch):
     assert points[2]["threshold"] <= points[0]["threshold"]
     assert points[2]["input_flag_rate_clean"] >= points[0]["input_flag_rate_clean"]
     assert sweep["table"].count("\n") == 2 + 1 + 4
-    from atpatch.errors import AtPatchError
+    from atpatch.core.errors import AtPatchError
 
     with pytest.raises(AtPatchError, match="only fairness scenarios"):  # no clean/triggered pairs in a backdoor's debugging split
-        load_runner("operating_points").main(["--workspace", str(ws), "--scenario", SCENARIO, "--split", "debug",
+        load_script("operating_points").main(["--workspace", str(ws), "--scenario", SCENARIO, "--split", "debug",
                                               "--results-dir", str(out), "--no-mlflow"])

@@ -92,7 +92,7 @@ def lock_entry(ws: Path, stage: str) -> dict:
 
 
 def set_epochs(ws: Path, epochs: int) -> None:
-    from atpatch.workspace import deep_merge, write_params
+    from atpatch.ops.workspace import deep_merge, write_params
 
     params = yaml.safe_load((ws / "params.yaml").read_text())
     write_params(ws, deep_merge(params, {"scenarios": {SCENARIO: {"train_victim": {"epochs": epochs}}}}))
@@ -102,8 +102,8 @@ def set_epochs(ws: Path, epochs: int) -> None:
 
 
 def test_sigkill_mid_stage_keeps_last_good_output(tmp_path, monkeypatch):
-    from atpatch.data.fetch import fetch_fashion_mnist
-    from atpatch.workspace import make_workspace
+    from atpatch.scenarios.data.fetch import fetch_fashion_mnist
+    from atpatch.ops.workspace import make_workspace
 
     fetch_fashion_mnist(REPO / "data" / "raw" / "fashion-mnist")  # the shared raw cache
     ws = tmp_path / "ws"
@@ -327,7 +327,7 @@ def test_model_dir_with_only_pickle_weights_is_refused(tmp_path):
     import torch
 
     from atpatch import AtPatchError
-    from atpatch.models.loading import load_classifier
+    from atpatch.scenarios.models.loading import load_classifier
 
     model_dir = tiny_vit_dir(tmp_path / "model", safetensors=False)
     torch.save({"trap": Trap(tmp_path / "pwned")}, model_dir / "pytorch_model.bin")
@@ -342,7 +342,7 @@ def test_pickle_next_to_safetensors_is_never_unpickled(tmp_path, monkeypatch):
 
     import torch
 
-    from atpatch.models.loading import load_classifier
+    from atpatch.scenarios.models.loading import load_classifier
 
     model_dir = tiny_vit_dir(tmp_path / "model", safetensors=True)
     torch.save({"trap": Trap(tmp_path / "pwned")}, model_dir / "pytorch_model.bin")

@@ -27,8 +27,8 @@ VALUE_BORNE = {"scenarios": {SCENARIO: {"train_victim": {"pixel_scaling": "datas
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    from atpatch.data.fetch import fetch_fashion_mnist
-    from atpatch.workspace import make_workspace
+    from atpatch.scenarios.data.fetch import fetch_fashion_mnist
+    from atpatch.ops.workspace import make_workspace
 
     fetch_fashion_mnist(REPO / "data" / "raw" / "fashion-mnist")
     path = tmp_path_factory.mktemp("value-borne")

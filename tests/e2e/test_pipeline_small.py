@@ -72,7 +72,7 @@ def read_json(ws: Path, name: str) -> dict:
 
 
 def set_params(ws: Path, updates: dict) -> None:
-    from atpatch.workspace import deep_merge, write_params
+    from atpatch.ops.workspace import deep_merge, write_params
 
     write_params(ws, deep_merge(yaml.safe_load((ws / "params.yaml").read_text()), updates))
 
@@ -100,8 +100,8 @@ def tree_hashes(path: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """The small workspace after its first `dvc repro` (environment pointed into it)."""
-    from atpatch.data.fetch import fetch_fashion_mnist
-    from atpatch.workspace import make_workspace
+    from atpatch.scenarios.data.fetch import fetch_fashion_mnist
+    from atpatch.ops.workspace import make_workspace
 
     fetch_fashion_mnist(REPO / "data" / "raw" / "fashion-mnist")  # the shared raw cache, once
     path = tmp_path_factory.mktemp("small")

@@ -11,6 +11,7 @@ patched model.
 from __future__ import annotations
 
 import json
+import re
 import os
 import sys
 import time
@@ -62,7 +63,7 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     from atpatch.scenarios import kind_module, scenario_params
-    from atpatch.workspace import make_workspace
+    from atpatch.ops.workspace import make_workspace
 
     for key, value in env_for(tmp_path).items():
         if key != "PREFECT_HOME":  # the harness's server stays in charge
@@ -104,10 +105,10 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     # The registered pyfunc answers like the in-process patched model.
     import mlflow
 
-    from atpatch.detector import Detector
-    from atpatch.models.loading import load_classifier
-    from atpatch.backdoor_eval import shipped_patchers
-    from atpatch.serving.pyfunc_model import predict_frame
+    from atpatch.core.detector import Detector
+    from atpatch.scenarios.models.loading import load_classifier
+    from atpatch.eval.backdoor_eval import shipped_patchers
+    from atpatch.ops.serving.pyfunc_model import predict_frame
 
     monkeypatch.chdir(ws)
     flat = scenario_params(params, scenario)
@@ -126,9 +127,25 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     local = shipped_patchers(flat, load_classifier(flat["train_victim"]["out"]),
                              Detector.load(flat["train_detector"]["out"]))[gate["mode"]]
     if kind.INPUT_KIND == "text":
-        from atpatch.models.text import load_tokenizer
+        from atpatch.scenarios.models.text import load_tokenizer
 
         local.model.atpatch_tokenizer = load_tokenizer(flat["train_victim"]["out"])
     expected = predict_frame(local, kind.INPUT_KIND, example)
     assert served["label"].tolist() == expected["label"].tolist()
     assert served["flagged"].tolist() == expected["flagged"].tolist()
+
+    # `atpatch inspect` answers for every scenario kind: a test row through the registered patch, its
+    # prediction as the served model gives it, and a readable name for every flagged position.
+    from typer.testing import CliRunner
+
+    from atpatch.cli import app
+
+    split = list(kind.TEST_SPLITS)[-1]
+    result = CliRunner().invoke(app, ["inspect", "--root", str(ws), "--scenario", scenario, "--split", split, "0"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = " ".join(result.output.split())
+    row = kind.test_frame(flat, split, slice(0, 1))
+    served_row = predict_frame(local, kind.INPUT_KIND, row.drop(columns="label"))
+    assert f"input: {split} test row 0 (label {int(row['label'][0])})" in out
+    assert re.search(rf"(?<!un)patched\W+{served_row['label'][0]}\b", out), out
+    assert "column attention" in out

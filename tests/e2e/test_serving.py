@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from atpatch.errors import AtPatchError
+from atpatch.core.errors import AtPatchError
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ COUNTS: dict[str, dict[str, int]] = {}
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A tiny patch registered as NAME@challenger in a temp MLflow store (env pointed at it)."""
-    from atpatch.tiny import register_tiny
+    from tiny_patch import register_tiny
 
     root = tmp_path_factory.mktemp("serving")
     env = {"ATPATCH_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
@@ -47,7 +47,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(store):
     """`mlflow models serve` as a subprocess; yields its base URL; killed (process group) at the end."""
-    from atpatch.serving.server import start_server, stop_server
+    from atpatch.ops.serving.server import start_server, stop_server
 
     try:
         proc, url = start_server(f"models:/{NAME}@challenger", store["env"], store["root"] / "server.log", timeout=150)
@@ -75,9 +75,9 @@ def _pixels(images: np.ndarray) -> list[list[int]]:
 
 
 def test_answers_match_in_process_model(store, server):
-    from atpatch.models.vit import to_pixel_values
-    from atpatch.serving.pyfunc_model import build_patched
-    from atpatch.tiny import tiny_images
+    from atpatch.scenarios.models.vit import to_pixel_values
+    from atpatch.ops.serving.pyfunc_model import build_patched
+    from tiny_patch import tiny_images
 
     clean, _ = tiny_images(6, seed=11)
     triggered, labels = tiny_images(6, seed=12, triggered=True)
@@ -199,7 +199,7 @@ def app_client(store):
     from mlflow.pyfunc import scoring_server
     from starlette.testclient import TestClient
 
-    from atpatch.tracking import configure
+    from atpatch.ops.tracking import configure
 
     configure()
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger")
@@ -243,7 +243,7 @@ def test_fuzz_validate_frame():
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    from atpatch.serving.pyfunc_model import InvalidInput, validate_frame
+    from atpatch.ops.serving.pyfunc_model import InvalidInput, validate_frame
 
     s = _strategies()
     counts = {"cases": 0, "ok": 0, "rejected": 0}

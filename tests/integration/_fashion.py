@@ -8,7 +8,7 @@ RAW = REPO / "data" / "raw" / "fashion-mnist"
 
 def fashion_dir() -> Path:
     """Fetch (quick when already there: sha256 check only) and return the raw folder."""
-    from atpatch.data.fetch import fetch_fashion_mnist
+    from atpatch.scenarios.data.fetch import fetch_fashion_mnist
 
     fetch_fashion_mnist(RAW)
     return RAW

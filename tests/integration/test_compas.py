@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from atpatch.data.compas import CATEGORICAL, COMPAS_FILE, DATASET, NUMERIC, RACES, load_compas
-from atpatch.data.tabular import LABEL, get_dataset, split_frame
-from atpatch.errors import AtPatchError
+from atpatch.scenarios.data.compas import CATEGORICAL, COMPAS_FILE, DATASET, NUMERIC, RACES, load_compas
+from atpatch.scenarios.data.tabular import LABEL, get_dataset, split_frame
+from atpatch.core.errors import AtPatchError
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +76,7 @@ def test_filter_drops_what_propublica_drops(compas_csv, tmp_path):
 
 
 def test_missing_file_error(tmp_path):
-    with pytest.raises(AtPatchError, match=r"nope\.csv: COMPAS CSV not found; run `python -m atpatch.data.adult"):
+    with pytest.raises(AtPatchError, match=r"nope\.csv: COMPAS CSV not found; run `python -m atpatch.scenarios.data.adult"):
         load_compas(tmp_path / "nope.csv")
 
 

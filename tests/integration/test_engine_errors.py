@@ -7,7 +7,7 @@ import torch
 
 from atpatch import (AtPatchError, Detector, DetectorConfig, DetectorFileError, PatchedClassifier, ShapeError,
                      UnsupportedModelError, attention_seam)
-from atpatch.seam import is_registered
+from atpatch.core.seam import is_registered
 
 
 def small_detector(seed=0):

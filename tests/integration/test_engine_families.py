@@ -6,8 +6,8 @@ import torch
 
 from atpatch import (Detector, DetectorConfig, KINDS, PatchedClassifier, attention_seam, benign_attention,
                      record, select_kind)
-from atpatch.metrics import detection_metrics
-from atpatch.seam import is_registered
+from atpatch.eval.metrics import detection_metrics
+from atpatch.core.seam import is_registered
 
 from tiny_models import FAMILIES, build, plant
 
@@ -106,7 +106,7 @@ def test_seam_reads_only_the_layers_needed_and_keeps_the_native_output(planted, 
     """Under SDPA the seam computes probabilities beside it at the read layers only; they equal eager's,
     and the model's output stays the SDPA output bit for bit."""
     from atpatch import TokenLayout
-    from atpatch.features import Recorder
+    from atpatch.core.features import Recorder
 
     family, _ = planted
     model = family.model

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from atpatch import KINDS, Detector, DetectorConfig, fairness_eval
-from atpatch.errors import AtPatchError
-from atpatch.models.tabular import build_feature_token_model
+from atpatch import KINDS, Detector, DetectorConfig
+
+from atpatch.eval import fairness_eval
+from atpatch.core.errors import AtPatchError
+from atpatch.scenarios.models.tabular import build_feature_token_model
 from atpatch.scenarios import tabular
 
 N = 96
@@ -61,9 +63,9 @@ def _spread(model, x: dict) -> None:
 
 def _params(benign_value: str) -> dict:
     return {"scenario": "tiny-fairness", "kind": "tabular-fairness",
-            "evaluate": {"modes": ["two-pass", "online"], "default_mode": "two-pass", "default_attention": "sdpa",
+            "evaluate": {"modes": ["two-pass", "online"], "default_attention": "sdpa",
                          "batch_size": 32, "latency_batch": 32, "latency_repeats": 1},
-            "register": {"patch_layers": None, "benign_value": benign_value}}
+            "patch": {"mode": "two-pass", "patch_layers": None, "benign_value": benign_value}}
 
 
 def test_tabular_test_sets_carry_a_mask_per_counterfactual(victim):
@@ -129,7 +131,7 @@ def test_oracle_masks_need_one_mask_per_counterfactual(victim):
 def test_protected_candidates_confine_flags_to_the_gated_column(victim):
     """extract.candidates: protected -> only the sex column can be flagged, whatever the detector scores."""
     from atpatch import PatchedClassifier
-    from atpatch.models.tabular import column_positions
+    from atpatch.scenarios.models.tabular import column_positions
 
     model, det, data = victim
     params = {"kind": "tabular-fairness", "generate": {"protected": ["sex", "race"]},

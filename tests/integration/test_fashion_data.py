@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from _fashion import fashion_dir
 
-from atpatch.data.fashion_mnist import load_idx, load_split
-from atpatch.data.fetch import FASHION_MNIST_SHA256, fetch_fashion_mnist, sha256_file
-from atpatch.errors import AtPatchError
+from atpatch.scenarios.data.fashion_mnist import load_idx, load_split
+from atpatch.scenarios.data.fetch import FASHION_MNIST_SHA256, fetch_fashion_mnist, sha256_file
+from atpatch.core.errors import AtPatchError
 
 
 def test_fetch_returns_verified_hashes():

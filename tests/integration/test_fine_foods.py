@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from atpatch.data import fine_foods
-from atpatch.data.fine_foods import fetch_fine_foods, load_reviews
-from atpatch.errors import AtPatchError
-from atpatch.training import train_classifier
+from atpatch.scenarios.data import fine_foods
+from atpatch.scenarios.data.fine_foods import fetch_fine_foods, load_reviews
+from atpatch.core.errors import AtPatchError
+from atpatch.scenarios.training import train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 RAW = REPO / "data" / "raw" / "fine-foods"
@@ -76,7 +76,7 @@ def test_lazyload_blob_errors():
 
 @pytest.fixture(scope="module")
 def victim(raw, tmp_path_factory):
-    text = pytest.importorskip("atpatch.models.text")
+    text = pytest.importorskip("atpatch.scenarios.models.text")
     try:
         text.minilm_dir()
     except AtPatchError as exc:
@@ -94,7 +94,7 @@ def victim(raw, tmp_path_factory):
 
 
 def test_build_is_seeded_and_truncated():
-    text = pytest.importorskip("atpatch.models.text")
+    text = pytest.importorskip("atpatch.scenarios.models.text")
     try:
         a, tok = text.build_text_classifier(1, 2, seed=5)
     except AtPatchError as exc:
@@ -108,8 +108,8 @@ def test_build_is_seeded_and_truncated():
 
 
 def test_fine_tune_save_reload_identical(victim):
-    from atpatch.models.loading import load_classifier
-    from atpatch.models.text import load_tokenizer
+    from atpatch.scenarios.models.loading import load_classifier
+    from atpatch.scenarios.models.text import load_tokenizer
 
     model, tok, enc, history, out = victim
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
@@ -118,14 +118,14 @@ def test_fine_tune_save_reload_identical(victim):
     with torch.no_grad():
         assert torch.equal(model(**enc).logits, reloaded(**enc).logits)
     assert load_tokenizer(out)("good tea")["input_ids"] == tok("good tea")["input_ids"]
-    from atpatch.models.text import text_layout
-    from atpatch.patching import layout_for
+    from atpatch.scenarios.models.text import text_layout
+    from atpatch.ops.patching import layout_for
 
     assert layout_for(reloaded) == text_layout(tok)  # special ids travel in config.json
 
 
 def test_predict_logits_keeps_row_order(victim):
-    from atpatch.models.text import predict_logits
+    from atpatch.scenarios.models.text import predict_logits
 
     model, _, enc, _, _ = victim
     with torch.no_grad():
@@ -135,9 +135,9 @@ def test_predict_logits_keeps_row_order(victim):
 
 def test_patched_classifier_passes_unflagged_inputs_through(victim):
     from atpatch import KINDS, Detector, DetectorConfig, PatchedClassifier, benign_attention, record, select_kind
-    from atpatch.data.text_triggers import TextTrigger, debugging_set, token_labels
-    from atpatch.models.loading import load_classifier
-    from atpatch.models.text import text_layout
+    from atpatch.scenarios.data.text_triggers import TextTrigger, debugging_set, token_labels
+    from atpatch.scenarios.models.loading import load_classifier
+    from atpatch.scenarios.models.text import text_layout
 
     _, tok, _, _, out = victim
     model = load_classifier(out)

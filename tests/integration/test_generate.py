@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _fashion import REPO, fashion_dir
 
-from atpatch.errors import AtPatchError, DataValidationError
+from atpatch.core.errors import AtPatchError, DataValidationError
 
 
 def _stage():

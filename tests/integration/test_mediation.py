@@ -15,7 +15,7 @@ import torch
 from tiny_models import mediation_victim
 from typer.testing import CliRunner
 
-from atpatch.mediation import MAX_GAP, backdoor_mediation
+from atpatch.eval.mediation import MAX_GAP, backdoor_mediation
 
 N = 120
 

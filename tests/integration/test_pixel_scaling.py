@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from atpatch.errors import AtPatchError
-from atpatch.models.loading import load_classifier
-from atpatch.models.vit import build_vit, to_pixel_values
-from atpatch.serving.pyfunc_model import image_inputs
+from atpatch.core.errors import AtPatchError
+from atpatch.scenarios.models.loading import load_classifier
+from atpatch.scenarios.models.vit import build_vit, to_pixel_values
+from atpatch.ops.serving.pyfunc_model import image_inputs
 
 WHITE = np.full((1, 28, 28), 255, np.uint8)
 BLACK = np.zeros((1, 28, 28), np.uint8)

@@ -3,8 +3,8 @@
 import torch
 from safetensors.torch import load_file
 
-from atpatch.patching import build_patch, recall_holdout
-from atpatch.tiny import tiny_debug_set, tiny_victim
+from atpatch.ops.patching import build_patch, recall_holdout
+from tiny_patch import tiny_debug_set, tiny_victim
 
 
 def test_holdout_is_a_seeded_share_of_the_faulty_inputs():
@@ -36,7 +36,7 @@ def test_build_patch_calibrates_recall_on_held_out_triggered_inputs(tmp_path):
 def test_holdout_share_out_of_range_is_refused(tmp_path):
     import pytest
 
-    from atpatch.errors import AtPatchError
+    from atpatch.core.errors import AtPatchError
 
     with pytest.raises(AtPatchError, match="recall_holdout"):
         recall_holdout(torch.tensor([True, True]), 1.0, seed=0)

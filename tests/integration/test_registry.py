@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 NAME = "atpatch-test-tiny"
-STAGE_NAME = "atpatch-test-stage"
+STAGE_NAME = "atpatch-tiny"  # conventions.model_name of the stage tests' scenario "tiny"
 
 
 def _stage(name: str):
@@ -37,8 +37,8 @@ def _tiny_detector(directory: Path, victim: Path) -> None:
     """A detector fitted on random features; its threshold is set so that some, not all, positions of
     the test images are flagged (the patched second pass then runs on part of the positions)."""
     from atpatch import Detector, DetectorConfig, PatchedClassifier
-    from atpatch.models.loading import load_classifier
-    from atpatch.models.vit import VISION_LAYOUT, to_pixel_values
+    from atpatch.scenarios.models.loading import load_classifier
+    from atpatch.scenarios.models.vit import VISION_LAYOUT, to_pixel_values
 
     gen = torch.Generator().manual_seed(0)
     det = Detector(DetectorConfig(layers=[0, 1], heads=2, kinds=["mean", "max", "cls"], model_type="vit",
@@ -55,7 +55,7 @@ def _tiny_detector(directory: Path, victim: Path) -> None:
 def _report(ca=0.885, asr=0.021, floor=0.02, flag=0.006, auroc=0.9999, known_patched=0.12) -> dict:
     """An evaluate.json; `known_patched`: the debugging set's fault rate with its known trigger tokens
     patched (attention-mediation check; its clean inputs' rate is 0.11)."""
-    from atpatch.mediation import MAX_GAP, judged
+    from atpatch.eval.mediation import MAX_GAP, judged
 
     mode = {"CA": ca, "ASR": asr, "DER": 0.99, "input_flag_rate_clean": flag, "input_flag_rate_triggered": 1.0,
             "column_auroc": auroc, "latency_ratio_default": 1.1, "latency_ratio_eager": 1.05}
@@ -83,9 +83,7 @@ def root(tmp_path_factory):
               "gate": {"out": "metrics/tiny/gate.json", "max_ca_drop": 0.005, "max_asr_over_floor": 0.005,
                        "max_clean_flag_rate": 0.01, "min_column_auroc": 0.999, "regression_tolerance": 0.002,
                        "force_fail": False},
-              "register": {"out": "metrics/tiny/register.json", "model_name": STAGE_NAME,
-                           "challenger_alias": "challenger", "champion_alias": "champion", "mode": None,
-                           "patch_layers": None, "benign_value": "unified"}}
+              "register": {"out": "metrics/tiny/register.json"}, "patch": {}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATPATCH_ROOT", str(root))
@@ -105,7 +103,7 @@ def _images(n: int, seed: int = 1) -> np.ndarray:
 
 def _in_process(root: Path, mode: str = "two-pass"):
     from atpatch import Detector, PatchedClassifier
-    from atpatch.models.loading import load_classifier
+    from atpatch.scenarios.models.loading import load_classifier
 
     return PatchedClassifier(load_classifier(root / "victim"), Detector.load(root / "detector"), mode=mode)
 
@@ -113,7 +111,7 @@ def _in_process(root: Path, mode: str = "two-pass"):
 @pytest.fixture(scope="module")
 def registered(root):
     """Version 1 of NAME, logged by log_patch, with alias challenger."""
-    from atpatch.registry import log_patch, set_alias
+    from atpatch.ops.registry import log_patch, set_alias
 
     mv = log_patch(root / "victim", root / "detector", {"mode": "two-pass"}, NAME, _frame(_images(2, 0)),
                    metrics={"patched.CA": 0.9, "patched.ASR": 0.02})
@@ -122,7 +120,7 @@ def registered(root):
 
 
 def test_log_patch_registers_version_with_metrics(registered):
-    from atpatch.registry import get_alias_version, version_metrics
+    from atpatch.ops.registry import get_alias_version, version_metrics
 
     assert str(registered.version) == "1"
     assert version_metrics(registered) == {"patched.CA": 0.9, "patched.ASR": 0.02}
@@ -135,7 +133,7 @@ def test_log_patch_registers_version_with_metrics(registered):
 def test_pyfunc_predict_matches_in_process(root, registered):
     import mlflow
 
-    from atpatch.models.vit import to_pixel_values
+    from atpatch.scenarios.models.vit import to_pixel_values
 
     images = _images(3)
     served = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
@@ -151,8 +149,8 @@ def test_pyfunc_predict_matches_in_process(root, registered):
 
 def test_load_patch_by_alias(root, registered):
     from atpatch import PatchedClassifier
-    from atpatch.models.vit import to_pixel_values
-    from atpatch.registry import load_detector, load_patch
+    from atpatch.scenarios.models.vit import to_pixel_values
+    from atpatch.ops.registry import load_detector, load_patch
 
     patched = load_patch(f"models:/{NAME}@challenger")
     assert isinstance(patched, PatchedClassifier) and patched.mode == "two-pass"
@@ -172,7 +170,7 @@ def test_predict_rejects_bad_rows(root, registered):
 
 
 def test_image_rows_validation():
-    from atpatch.serving.pyfunc_model import image_rows
+    from atpatch.ops.serving.pyfunc_model import image_rows
 
     good = [0] * 784
     with pytest.raises(ValueError, match="row 2: expected integers in 0..255, got 256"):
@@ -199,7 +197,7 @@ def _set_params(root: Path, **gate) -> dict:
 
 def test_gate_and_register_move_champion_only_on_pass(root):
     gate, register = _stage("gate"), _stage("register")
-    from atpatch.registry import get_alias_version
+    from atpatch.ops.registry import get_alias_version
 
     # 1. gate passes, no champion yet -> register promotes version 1.
     _write_report(root, _report())
@@ -233,7 +231,7 @@ def test_gate_refuses_a_fault_not_carried_by_attention(root):
     the gate fails on the named check, with the reason in words."""
     gate = _stage("gate")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["register"]["model_name"] = "atpatch-test-none"
+    params["scenario"] = "test-none"
     params["gate"]["force_fail"] = False
     _write_report(root, _report(known_patched=0.95))
     result = gate.decide(params)
@@ -247,7 +245,7 @@ def test_gate_refuses_a_fault_not_carried_by_attention(root):
 def test_gate_absolute_checks(root):
     gate = _stage("gate")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["register"]["model_name"] = "atpatch-test-none"  # no champion: only the absolute checks
+    params["scenario"] = "test-none"  # a model with no champion: only the absolute checks
     params["gate"]["force_fail"] = False
     _write_report(root, _report(ca=0.87, asr=0.2, flag=0.05, auroc=float("nan")))
     result = gate.decide(params)

@@ -31,7 +31,7 @@ def _chromium() -> str | None:
 
 
 def test_report_holds_metrics_definitions_gate_registry_and_inline_figures(root):
-    from atpatch.report import build_report
+    from atpatch.eval.report import build_report
 
     evaluate = json.loads((root / "metrics" / SCENARIO / "evaluate.json").read_text())
     path = build_report(SCENARIO, root)
@@ -56,7 +56,7 @@ def test_report_holds_metrics_definitions_gate_registry_and_inline_figures(root)
 
 def test_report_renders_unknown_and_nested_metric_keys(root):
     """A fairness-style evaluate.json: unknown keys, per-attribute nesting, no gate yet, a missing plot."""
-    from atpatch.report import build_report
+    from atpatch.eval.report import build_report
 
     for name in ("gate.json", "register.json"):
         (root / "metrics" / SCENARIO / name).unlink()
@@ -74,8 +74,8 @@ def test_report_renders_unknown_and_nested_metric_keys(root):
 
 
 def test_report_errors_name_the_missing_file(tmp_path):
-    from atpatch.errors import AtPatchError
-    from atpatch.report import build_report
+    from atpatch.core.errors import AtPatchError
+    from atpatch.eval.report import build_report
 
     with pytest.raises(AtPatchError, match=r"metrics/nope/evaluate.json: not found; run the pipeline first"):
         build_report("nope", tmp_path)
@@ -86,7 +86,8 @@ def test_report_errors_name_the_missing_file(tmp_path):
 def test_log_report_as_mlflow_artifact(root, monkeypatch):
     import mlflow
 
-    from atpatch.report import build_report, log_report
+    from atpatch.eval.report import build_report
+    from atpatch.ops.tracking import log_report
 
     monkeypatch.setenv("ATPATCH_ROOT", str(root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -99,7 +100,7 @@ def test_report_renders_in_headless_chromium(root):
     """Look at it as a user would: a screenshot that is not blank, of a page showing the gate and metrics."""
     from PIL import Image
 
-    from atpatch.report import build_report
+    from atpatch.eval.report import build_report
 
     chromium = _chromium()
     if chromium is None:

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from atpatch.data.triggers import token_labels
-from atpatch.errors import DataValidationError
+from atpatch.scenarios.data.triggers import token_labels
+from atpatch.core.errors import DataValidationError
 
 SPEC = {"size": 4, "patch_size": 4, "image_size": 28, "min_overlap": 4}
 
 
 def _run(split, cols, **kw):
-    from atpatch.validation import expectations_for, split_frame, validate_split
+    from atpatch.scenarios.validation import expectations_for, split_frame, validate_split
 
     df = split_frame(cols, SPEC if split == "debug" else None)
     validate_split(split, df, expectations_for(split, df.columns, target_label=0, n_rows=len(df), **kw))

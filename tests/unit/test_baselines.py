@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-import tiny_models as tm  # noqa: E402
+from atpatch.baselines import BASELINES, Defended, ffn_layers, ffn_pre_hooks, ffn_stats, make
+from atpatch.baselines import attention_block as ab
+from atpatch.baselines import care, fine_pruning
+from atpatch.core.errors import AtPatchError
+from atpatch.eval.evaluation import rows
+from atpatch.scenarios.models.tabular import FeatureTokenConfig, FeatureTokenForClassification
 
-from atpatch.baselines import BASELINES, Defended, ffn_layers, ffn_pre_hooks, ffn_stats, make  # noqa: E402
-from atpatch.baselines import attention_block as ab  # noqa: E402
-from atpatch.baselines import care, fine_pruning  # noqa: E402
-from atpatch.errors import AtPatchError  # noqa: E402
-from atpatch.evaluation import rows  # noqa: E402
-from atpatch.models.tabular import FeatureTokenConfig, FeatureTokenForClassification  # noqa: E402
+import tiny_models as tm  # tests/tiny_models.py: tests/ is on sys.path through its conftest.py
 
 TARGET = 0
 FAST_FT = {"epochs": 1, "batch_size": 32, "lr": 1e-3}

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from atpatch.detector import Detector, DetectorConfig
-from atpatch.errors import ShapeError
+from atpatch.core.detector import Detector, DetectorConfig
+from atpatch.core.errors import ShapeError
 
 K, L, H = 5, 2, 2  # tokens, detector layers, heads; kinds mean+max -> F = 4
 

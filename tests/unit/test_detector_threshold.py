@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from atpatch.detector import Detector, DetectorConfig
+from atpatch.core.detector import Detector, DetectorConfig
 
 
 def _detector() -> Detector:

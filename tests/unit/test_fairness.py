@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atpatch.errors import AtPatchError, ShapeError
-from atpatch.fairness import (DEFINITIONS, SEX_SWAP, counterfactual, counterfactual_flip_rate,
+from atpatch.core.errors import AtPatchError, ShapeError
+from atpatch.eval.fairness import (DEFINITIONS, SEX_SWAP, counterfactual, counterfactual_flip_rate,
                               counterfactuals_all_values, fault_token_labels, group_metrics, swap_mapping)
 
 RACES = ["White", "Black", "Asian-Pac-Islander", "Amer-Indian-Eskimo", "Other"]

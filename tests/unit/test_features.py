@@ -2,7 +2,7 @@
 
 import torch
 
-from atpatch.features import TokenLayout, column_features
+from atpatch.core.features import TokenLayout, column_features
 
 
 def test_uniform_map_gives_one_whatever_the_length():

@@ -8,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atpatch.data.gendered import (DEFAULT_LEXICON, FUNCTION_WORDS, GENDER_PAIRS, ONE_WAY, GenderLexicon,
+from atpatch.scenarios.data.gendered import (DEFAULT_LEXICON, FUNCTION_WORDS, GENDER_PAIRS, ONE_WAY, GenderLexicon,
                                    counterfactual_labels, gendered_mask, gendered_spans, gendered_token_labels,
                                    has_gendered, load_names, skewed_split, swap_gender, text_gender)
-from atpatch.errors import AtPatchError
-from atpatch.tiny import text_tokenizer
+from atpatch.core.errors import AtPatchError
+from tiny_patch import text_tokenizer
 
 PAIR_WORDS = sorted({w for p in GENDER_PAIRS for w in p} | set(ONE_WAY))
 NEUTRAL = ["tea", "the", "good", "dog", "to", "and", "it", "cat", "heal", "shell", "history", "manly", "MEN's",

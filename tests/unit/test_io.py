@@ -2,7 +2,7 @@
 
 import pytest
 
-from atpatch.errors import AtPatchError
+from atpatch.core.errors import AtPatchError
 from atpatch.io import atomic_dir, load_params, write_json_atomic
 
 

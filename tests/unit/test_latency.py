@@ -2,7 +2,7 @@
 
 import torch
 
-from atpatch.evaluation import median_latencies
+from atpatch.eval.evaluation import median_latencies
 
 
 def test_round_robin_on_the_same_batches():

@@ -1,6 +1,6 @@
-"""The attention-mediation verdict (atpatch.mediation.judged) on hand-set rates."""
+"""The attention-mediation verdict (atpatch.eval.mediation.judged) on hand-set rates."""
 
-from atpatch.mediation import fairness_mediation, judged
+from atpatch.eval.mediation import fairness_mediation, judged
 
 
 def rates(unpatched: float, known: float, clean: float) -> dict:

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from atpatch.metrics import accuracy, attack_success_rate, der, detection_metrics, input_flag_rate
+from atpatch.eval.metrics import accuracy, attack_success_rate, der, detection_metrics, input_flag_rate
 
 
 def test_accuracy_counts_equal_labels():

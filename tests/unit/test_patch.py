@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atpatch.errors import ShapeError
-from atpatch.patch import benign_attention, redistribute
+from atpatch.core.errors import ShapeError
+from atpatch.core.patch import benign_attention, redistribute
 
 
 def random_maps(seed: int, b: int, h: int, k: int, lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

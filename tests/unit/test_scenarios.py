@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from atpatch.errors import AtPatchError
+from atpatch.core.errors import AtPatchError
 from atpatch.scenarios import OUT_PATHS, scenario_params
-from atpatch.workspace import REPO
+from atpatch.ops.workspace import REPO
 
 PARAMS = {"seed": 3, "scenario": "a", "scenarios": {
     "a": {"kind": "vision-backdoor", "source": "fashion-mnist", "generate": {"poison_rate": 0.1}},
@@ -62,10 +62,10 @@ def test_text_fairness_counterfactual_masks_mark_the_swapped_pieces(monkeypatch)
     import pandas as pd
     import torch
 
-    from atpatch.data.gendered import GenderLexicon
-    from atpatch.models.text import encode
+    from atpatch.scenarios.data.gendered import GenderLexicon
+    from atpatch.scenarios.models.text import encode
     from atpatch.scenarios import text_fairness
-    from atpatch.tiny import text_tokenizer
+    from tiny_patch import text_tokenizer
 
     tok = text_tokenizer(["he", "she", "tea"])
     assert len(tok.tokenize("Zebulon")) > len(tok.tokenize("Ann")) == 1
@@ -105,9 +105,9 @@ def test_candidate_policy_is_checked_and_protected_only_for_fairness_kinds():
 def test_text_fairness_protected_layout_flags_only_gendered_words_as_a_group():
     from types import SimpleNamespace
 
-    from atpatch.models.text import encode
+    from atpatch.scenarios.models.text import encode
     from atpatch.scenarios import text_fairness
-    from atpatch.tiny import text_tokenizer
+    from tiny_patch import text_tokenizer
 
     tok = text_tokenizer(["he", "she", "his", "her", "tea"])
     model = SimpleNamespace(atpatch_tokenizer=tok)

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atpatch.data.text_triggers import (TextTrigger, debugging_set, insert_trigger, poison_train, token_labels,
+from atpatch.scenarios.data.text_triggers import (TextTrigger, debugging_set, insert_trigger, poison_train, token_labels,
                                         triggered_test)
-from atpatch.errors import AtPatchError
-from atpatch.tiny import text_tokenizer
+from atpatch.core.errors import AtPatchError
+from tiny_patch import text_tokenizer
 
 
 def _tokenizer():

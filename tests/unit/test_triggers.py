@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from atpatch.data.triggers import apply_badnets, apply_blend, token_labels, trigger_positions
-from atpatch.errors import AtPatchError
+from atpatch.scenarios.data.triggers import apply_badnets, apply_blend, token_labels, trigger_positions
+from atpatch.core.errors import AtPatchError
 
 
 def test_corner_position_is_bottom_right():

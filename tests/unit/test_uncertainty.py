@@ -1,4 +1,4 @@
-"""Bootstrap intervals (atpatch.uncertainty): the weighted DP/EO equal Fairlearn's, and the intervals
+"""Bootstrap intervals (atpatch.eval.uncertainty): the weighted DP/EO equal Fairlearn's, and the intervals
 behave at the edges (no change, a full repair, unpaired inputs) and repeat under the same seed."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
 
-from atpatch import uncertainty as U
+from atpatch.eval import uncertainty as U
 
 RNG = np.random.default_rng(0)
 N = 300

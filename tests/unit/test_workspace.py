@@ -4,7 +4,7 @@ import copy
 
 import yaml
 
-from atpatch.workspace import REPO, deep_merge, merged_params, write_params
+from atpatch.ops.workspace import REPO, deep_merge, merged_params, write_params
 
 
 def test_nested_mappings_merge():
@@ -55,7 +55,8 @@ def test_small_profile_overrides_only_what_it_names(tmp_path):
     small, vision = small_all["scenarios"]["vision-backdoor"], full["scenarios"]["vision-backdoor"]
     assert small["generate"]["train_limit"] == 6000
     assert small["generate"]["debug"]["min_overlap"] == vision["generate"]["debug"]["min_overlap"]
-    assert small["evaluate"]["modes"] == vision["evaluate"]["modes"]
+    assert small["evaluate"]["batch_size"] == vision["evaluate"]["batch_size"]
+    assert small_all["defaults"]["train_detector"]["network"]["steps"] == 300
     assert small["gate"]["force_fail"] is True
     assert list(small_all) == list(full) and list(small) == list(vision)  # params.yaml's order is kept
     small = small_all

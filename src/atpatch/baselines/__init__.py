@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import AtPatchError, ShapeError, UnsupportedModelError
-from ..evaluation import Inputs, n_rows, rows
+from atpatch.core.errors import AtPatchError, ShapeError, UnsupportedModelError
+from atpatch.eval.evaluation import Inputs, n_rows, rows
 
 REPAIR_KEYS = {
     "clean_inputs": "Inputs, N rows: small clean set (AtPatch's debugging set's clean inputs)",
@@ -54,7 +54,7 @@ REPAIR_KEYS = {
                              "attribute changed (fairness scenarios)",
     "sensitive": "[N] the sensitive feature of clean_inputs (fairness scenarios)",
     "calib_inputs": "Inputs: held-out clean inputs to calibrate a detection threshold (default clean_inputs)",
-    "layout": "atpatch.TokenLayout: positions that may be flagged (default atpatch.patching.layout_for(model))",
+    "layout": "atpatch.TokenLayout: positions that may be flagged (default atpatch.ops.patching.layout_for(model))",
 }
 
 
@@ -285,7 +285,7 @@ def ffn_stats(model: nn.Module, ffns: list[FFN], inputs: Inputs, batch: int = 25
 
 # -- registry -----------------------------------------------------------------------------------------
 
-from . import attention_block, care, fine_pruning, none, threshold_optimizer  # noqa: E402
+from atpatch.baselines import attention_block, care, fine_pruning, none, threshold_optimizer  # noqa: E402
 
 BASELINES: dict[str, Callable[..., Defended]] = {
     "none": none.apply,

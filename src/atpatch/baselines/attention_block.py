@@ -1,7 +1,7 @@
 """An input-level, attention-based defense: block the most attended input token when it is an outlier.
 
 Each input is scored from the victim's own attention maps (one recorded eager forward,
-`atpatch.features.record(..., keep_maps=True)`), over the positions that may be flagged (the
+`atpatch.core.features.record(..., keep_maps=True)`), over the positions that may be flagged (the
 layout's candidates: no CLS, special or padding tokens):
 
 - vision (`pixel_values`): attention rollout (Abnar and Zuidema, 2020): per layer the heads are
@@ -30,10 +30,10 @@ import math
 import numpy as np
 import torch
 
-from ..errors import AtPatchError
-from ..evaluation import Inputs, n_rows, rows
-from ..features import TokenLayout, record
-from . import Defended, Timer, merged, need
+from atpatch.core.errors import AtPatchError
+from atpatch.eval.evaluation import Inputs, n_rows, rows
+from atpatch.core.features import TokenLayout, record
+from atpatch.baselines import Defended, Timer, merged, need
 
 NAME = "attention_block"
 USES = ("calib_inputs", "clean_inputs", "layout")
@@ -133,7 +133,7 @@ def block(model, inputs: Inputs, positions: torch.Tensor, prefix: int, fill: tor
 
 
 def apply(model, repair: dict, params: dict | None = None, seed: int = 0) -> Defended:
-    from ..patching import layout_for
+    from atpatch.ops.patching import layout_for
 
     p = merged(DEFAULTS, params)
     calib = repair.get("calib_inputs")

@@ -34,9 +34,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import AtPatchError, ShapeError
-from ..evaluation import Inputs, n_rows, rows
-from . import (FFN, Defended, Timer, accuracy, as_labels, block_owner, ffn_pre_hooks, ffn_stats, logits_of, merged,
+from atpatch.core.errors import AtPatchError, ShapeError
+from atpatch.eval.evaluation import Inputs, n_rows, rows
+from atpatch.baselines import (FFN, Defended, Timer, accuracy, as_labels, block_owner, ffn_pre_hooks, ffn_stats, logits_of, merged,
                need, pick_layers, plain_predictor, task_of, working_copy)
 
 NAME = "care"

@@ -8,7 +8,7 @@
    falls by more than `max_acc_drop` (the paper's pruning stops at a 4% validation-accuracy drop;
    null: prune `prune_ratio` outright).
 3. Fine-tune the pruned model briefly on the clean repair set (`finetune`: epochs, batch_size, lr,
-   weight_decay, schedule; epochs 0 skips it) with `atpatch.training.train_classifier`.
+   weight_decay, schedule; epochs 0 skips it) with `atpatch.scenarios.training.train_classifier`.
 
 Pruning is a weight edit that `save_pretrained` keeps: a pruned neuron's row of the up projection
 (weight and bias) and its column of the down projection are zero, so its activation is act(0) = 0
@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import AtPatchError
-from ..training import train_classifier
-from . import (FFN, Defended, Timer, accuracy, as_labels, ffn_stats, merged, need, pick_layers, plain_predictor,
+from atpatch.core.errors import AtPatchError
+from atpatch.scenarios.training import train_classifier
+from atpatch.baselines import (FFN, Defended, Timer, accuracy, as_labels, ffn_stats, merged, need, pick_layers, plain_predictor,
                working_copy)
 
 NAME = "fine_pruning"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Defended, merged, plain_predictor
+from atpatch.baselines import Defended, merged, plain_predictor
 
 NAME = "none"
 USES: tuple[str, ...] = ()

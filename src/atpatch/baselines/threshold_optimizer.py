@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..errors import AtPatchError, ShapeError
-from ..evaluation import Inputs, n_rows
-from . import Defended, Timer, as_labels, logits_of, merged, need
+from atpatch.core.errors import AtPatchError, ShapeError
+from atpatch.eval.evaluation import Inputs, n_rows
+from atpatch.baselines import Defended, Timer, as_labels, logits_of, merged, need
 
 NAME = "threshold_optimizer"
 USES = ("clean_inputs", "clean_labels", "sensitive")

@@ -15,36 +15,30 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-from atpatch.errors import AtPatchError
-from atpatch.io import load_params
+from atpatch.conventions import EXTRA_PATHS, FAIRNESS_KINDS, KIND_MODULES, OUT_PATHS, PARAMS_FILE, raw_dir
+from atpatch.core.errors import AtPatchError
+from atpatch.core.detector import DETECTOR_DEFAULTS
+from atpatch.core.patched import BENIGN_VALUES, MODES, PATCH_DEFAULTS
+from atpatch.io import deep_merge, load_params
 
-# Output paths by convention; dvc.yaml declares the same ones with ${key} = the scenario name.
-OUT_PATHS = {
-    "generate": "data/{s}/generated",
-    "train_victim": "data/{s}/victim",
-    "extract": "data/{s}/features.safetensors",
-    "train_detector": "data/{s}/detector",
-    "evaluate": "metrics/{s}/evaluate.json",
-    "gate": "metrics/{s}/gate.json",
-    "register": "metrics/{s}/register.json",
-}
-EXTRA_PATHS = {("train_detector", "metrics"): "metrics/{s}/detector.json", ("evaluate", "plots"): "plots/{s}"}
-
-KIND_MODULES = {
-    "vision-backdoor": "atpatch.scenarios.vision",
-    "text-backdoor": "atpatch.scenarios.text_backdoor",
-    "tabular-fairness": "atpatch.scenarios.tabular",
-    "text-fairness": "atpatch.scenarios.text_fairness",
-}
-FAIRNESS_KINDS = ("tabular-fairness", "text-fairness")
+__all__ = ["EXTRA_PATHS", "FAIRNESS_KINDS", "KIND_MODULES", "OUT_PATHS", "raw_dir"]  # re-exported conventions
 
 
-def raw_dir(source: str) -> str:
-    """Where stage fetch@<source> puts a raw data source."""
-    return f"data/raw/{source}"
+# Sections whose unset keys take the library's defaults (params.yaml's `defaults:` merges over them).
+LIBRARY_DEFAULTS = {"train_detector": DETECTOR_DEFAULTS, "patch": PATCH_DEFAULTS}
 
 
-def scenario_params(params: dict, name: str | None = None, path: str | Path = "params.yaml") -> dict:
+def check_patch(patch: dict, where: str) -> None:
+    """A `patch` section's mode and benign value are ones the engine has; one-line error otherwise."""
+    unknown = sorted(set(patch) - set(PATCH_DEFAULTS))
+    if unknown:
+        raise AtPatchError(f"{where}: unknown keys {unknown} (known: {sorted(PATCH_DEFAULTS)})")
+    for key, allowed in (("mode", MODES), ("benign_value", BENIGN_VALUES)):
+        if patch[key] not in allowed:
+            raise AtPatchError(f"{where}.{key}: expected one of {list(allowed)}, got {patch[key]!r}")
+
+
+def scenario_params(params: dict, name: str | None = None, path: str | Path = PARAMS_FILE) -> dict:
     """The flat params of scenario `name` (default: params' `scenario`), output paths filled in."""
     name = name or params.get("scenario")
     scenarios = params.get("scenarios")
@@ -59,7 +53,9 @@ def scenario_params(params: dict, name: str | None = None, path: str | Path = "p
     if section["kind"] not in KIND_MODULES:
         raise AtPatchError(f"{path}: field 'scenarios.{name}.kind': expected one of {sorted(KIND_MODULES)}, "
                            f"got {section['kind']!r}")
-    flat = {"seed": params.get("seed", 0), "scenario": name, **section}
+    flat = {"seed": params.get("seed", 0), "scenario": name,
+            **deep_merge(LIBRARY_DEFAULTS, deep_merge(params.get("defaults"), section))}
+    check_patch(flat["patch"], f"{path}: scenarios.{name}.patch")
     for stage, pattern in OUT_PATHS.items():
         flat[stage] = {**(flat.get(stage) or {}), "out": pattern.format(s=name)}
     for (stage, key), pattern in EXTRA_PATHS.items():
@@ -95,7 +91,7 @@ def candidate_policy(params: dict | None) -> str:
 def stage_params(doc: str | None, argv: list[str] | None = None) -> dict:
     """Parse a stage's command line (--params, --scenario) and return the scenario's flat params."""
     ap = argparse.ArgumentParser(description=doc)
-    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--params", default=PARAMS_FILE)
     ap.add_argument("--scenario", default=None, help="a name under params.yaml's scenarios (default: `scenario`)")
     a = ap.parse_args(argv)
     return scenario_params(load_params(path=a.params), a.scenario, a.params)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from atpatch.errors import AtPatchError
+from atpatch.core.errors import AtPatchError
 from atpatch.io import atomic_dir, write_json_atomic
 
 

@@ -1,6 +1,6 @@
 """The tabular-fairness scenario: Adult census income or COMPAS, a feature-token transformer trained here.
 
-`generate.dataset` picks the data set (`adult`, the default, or `compas`; atpatch.data.tabular):
+`generate.dataset` picks the data set (`adult`, the default, or `compas`; atpatch.scenarios.data.tabular):
 its CSV, feature columns, known protected values and split strata. The victim's config stores its
 columns and vocabularies, so every stage after generate reads them from the victim.
 The victim sees one token per column (plus CLS), so a protected attribute (`sex`, or `race`) is
@@ -19,15 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atpatch.data.tabular import TabularDataset, get_dataset, skew_group_label, split_frame
-from atpatch.errors import AtPatchError
-from atpatch.features import TokenLayout
+from atpatch.scenarios.data.tabular import LABEL, TabularDataset, get_dataset, skew_group_label, split_frame
+from atpatch.core.errors import AtPatchError
+from atpatch.core.features import TokenLayout
 from atpatch.scenarios import candidate_policy
-from atpatch.fairness import counterfactuals_all_values, fault_token_labels
+from atpatch.eval.fairness import counterfactuals_all_values, fault_token_labels
 from atpatch.scenarios.tables import read_split, write_splits
-from atpatch.models.tabular import build_feature_token_model, column_positions, encode_frame, token_layout
-from atpatch.training import predict_labels, train_classifier
-from atpatch.validation import table_expectations, validate_split
+from atpatch.scenarios.models.tabular import build_feature_token_model, column_positions, encode_frame, token_layout
+from atpatch.scenarios.training import predict_labels, train_classifier
+from atpatch.scenarios.validation import table_expectations, validate_split
 
 INPUT_KIND = "tabular"
 SPLITS = ("train", "test", "debug")
@@ -158,7 +158,7 @@ def token_strings(model, frame: pd.DataFrame) -> list[list[str]]:
 def test_sets(params: dict, model=None, split: str = "test") -> dict:
     """Test inputs, labels and, per protected attribute, groups, counterfactual inputs and token masks
     (`split`: another split scored the same way, e.g. the debugging split for choosing settings)."""
-    from atpatch.models.loading import load_classifier
+    from atpatch.scenarios.models.loading import load_classifier
 
     model = model or load_classifier(params["train_victim"]["out"])
     frame = read_split(params, split)
@@ -175,6 +175,16 @@ def test_sets(params: dict, model=None, split: str = "test") -> dict:
             "attributes": attributes, "show": lambda idx: token_strings(model, frame.iloc[list(idx)])}
 
 
+TEST_SPLITS = {"test": "test"}
+
+
+def test_frame(params: dict, split: str, rows: slice = slice(None)) -> pd.DataFrame:
+    """Rows of the test split as the pyfunc input (one column per victim feature, in token order, raw
+    values) plus their `label`."""
+    frame = read_split(params, TEST_SPLITS[split]).iloc[rows]
+    return frame[list(dataset(params).features)].assign(label=frame[LABEL].astype(int).to_numpy())
+
+
 def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
-    """`rows` test rows as the pyfunc input: one column per victim feature (in its token order), raw values."""
-    return read_split(params, "test").head(rows)[list(dataset(params).features)]
+    """`rows` test rows as the pyfunc input."""
+    return test_frame(params, "test", slice(0, rows)).drop(columns="label")

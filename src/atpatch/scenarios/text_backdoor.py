@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atpatch.data.fine_foods import load_reviews
-from atpatch.data.text_triggers import TextTrigger, debugging_set, poison_train, token_labels, triggered_test
-from atpatch.errors import AtPatchError
+from atpatch.scenarios.data.fine_foods import load_reviews
+from atpatch.scenarios.data.text_triggers import TextTrigger, debugging_set, poison_train, token_labels, triggered_test
+from atpatch.core.errors import AtPatchError
 from atpatch.scenarios.tables import read_split, write_splits
-from atpatch.models.text import build_text_classifier, encode, load_tokenizer, text_layout, trim
-from atpatch.training import train_classifier
-from atpatch.validation import table_expectations, validate_split
+from atpatch.scenarios.models.text import build_text_classifier, encode, load_tokenizer, text_layout, trim
+from atpatch.scenarios.training import train_classifier
+from atpatch.scenarios.validation import table_expectations, validate_split
 
 INPUT_KIND = "text"
 STREAM_SPLIT, STREAM_POISON, STREAM_TEST, STREAM_DEBUG, STREAM_CALIB = 1, 2, 3, 4, 5
@@ -139,6 +139,14 @@ def test_sets(params: dict, model=None) -> dict:
             "show_clean": token_strings(tok, x_clean["input_ids"][:1])}
 
 
+TEST_SPLITS = {"clean": "test_clean", "triggered": "test_triggered"}
+
+
+def test_frame(params: dict, split: str, rows: slice = slice(None)) -> pd.DataFrame:
+    """Rows of a test split as the pyfunc input (column `text`) plus their `label`."""
+    return read_split(params, TEST_SPLITS[split]).iloc[rows][["text", "label"]].reset_index(drop=True)
+
+
 def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
-    """`rows` clean test reviews as the pyfunc input: one column `text`."""
-    return read_split(params, "test_clean").head(rows)[["text"]]
+    """`rows` clean test reviews as the pyfunc input."""
+    return test_frame(params, "clean", slice(0, rows))[["text"]]

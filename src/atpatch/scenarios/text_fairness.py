@@ -2,7 +2,7 @@
 
 The training split is skewed so that a review's gendered words (he/she, his/her, man/woman, ...,
 first names from the npm name lists) correlate with its label (`generate.skew`, see
-atpatch.data.gendered.skewed_split). Debugging labels come from counterfactual word swaps on the
+atpatch.scenarios.data.gendered.skewed_split). Debugging labels come from counterfactual word swaps on the
 victim: an input's gendered word pieces are faults when swapping them changes the prediction.
 Fairness is measured on the test reviews whose gendered words are all of one gender (groups female
 / male). Kind interface: see atpatch.scenarios.vision.
@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atpatch.data.fine_foods import load_reviews
-from atpatch.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, gendered_word_ids,
+from atpatch.scenarios.data.fine_foods import load_reviews
+from atpatch.scenarios.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, gendered_word_ids,
                                    skewed_split, swap_gender, text_gender)
-from atpatch.errors import AtPatchError
+from atpatch.core.errors import AtPatchError
 from atpatch.scenarios.tables import read_split, write_splits
-from atpatch.features import TokenLayout
+from atpatch.core.features import TokenLayout
 from atpatch.scenarios import candidate_policy, text_backdoor
 from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, limit, rng,  # noqa: F401
                                              token_strings, train_victim, validate)
@@ -123,6 +123,14 @@ def counterfactual_sensitive(model, attribute: str, sensitive: np.ndarray) -> li
     return [np.array([swap.get(g, g) for g in sensitive], dtype=object)]
 
 
+TEST_SPLITS = {"test": "test"}
+
+
+def test_frame(params: dict, split: str, rows: slice = slice(None)) -> pd.DataFrame:
+    """Rows of the test split as the pyfunc input (column `text`) plus their `label`."""
+    return read_split(params, TEST_SPLITS[split]).iloc[rows][["text", "label"]].reset_index(drop=True)
+
+
 def input_example(params: dict, rows: int = 2) -> pd.DataFrame:
-    """`rows` test reviews as the pyfunc input: one column `text`."""
-    return read_split(params, "test").head(rows)[["text"]]
+    """`rows` test reviews as the pyfunc input."""
+    return test_frame(params, "test", slice(0, rows))[["text"]]

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from atpatch.data.fashion_mnist import load_split
-from atpatch.data.triggers import (IMAGE_SIZE, apply_badnets, apply_blend, token_labels, trigger_positions,
+from atpatch.scenarios.data.fashion_mnist import load_split
+from atpatch.scenarios.data.triggers import (IMAGE_SIZE, apply_badnets, apply_blend, token_labels, trigger_positions,
                                    whole_image_labels)
-from atpatch.errors import AtPatchError
+from atpatch.core.errors import AtPatchError
 from atpatch.io import atomic_dir, write_json_atomic
-from atpatch.models.vit import DEFAULT_SCALING, VISION_LAYOUT, build_vit, to_pixel_values
-from atpatch.validation import expectations_for, split_frame, validate_split
+from atpatch.scenarios.models.vit import DEFAULT_SCALING, VISION_LAYOUT, build_vit, to_pixel_values
+from atpatch.scenarios.validation import expectations_for, split_frame, validate_split
 
 INPUT_KIND = "image"
 
@@ -187,7 +187,7 @@ def _split(params: dict, name: str):
 
 def train_victim(params: dict, log) -> torch.nn.Module:
     """The ViT of `train_victim.architecture`, trained on the poisoned training split."""
-    from atpatch.training import train_classifier
+    from atpatch.scenarios.training import train_classifier
 
     p, seed = params["train_victim"], params["seed"]
     train_set = _split(params, "train")
@@ -226,9 +226,19 @@ def test_sets(params: dict, model=None) -> dict:
             "show_clean": clean["image"]}
 
 
-def input_example(params: dict, rows: int = 2):
-    """`rows` clean test images as the pyfunc input: column `image`, 784 ints per row."""
+# Test splits a user can pick rows from (`atpatch inspect --split`): short name -> generated split.
+TEST_SPLITS = {"clean": "test_clean", "triggered": "test_triggered"}
+
+
+def test_frame(params: dict, split: str, rows: slice = slice(None)):
+    """Rows of a test split as the pyfunc input (column `image`, 784 ints per row) plus their `label`."""
     import pandas as pd
 
-    images = _split(params, "test_clean")[:rows]["image"]
-    return pd.DataFrame({"image": [img.reshape(-1).astype(int).tolist() for img in images]})
+    data = _split(params, TEST_SPLITS[split])[rows]
+    return pd.DataFrame({"image": [img.reshape(-1).astype(int).tolist() for img in data["image"]],
+                         "label": data["label"].astype(int)})
+
+
+def input_example(params: dict, rows: int = 2):
+    """`rows` clean test images as the pyfunc input."""
+    return test_frame(params, "clean", slice(0, rows))[["image"]]

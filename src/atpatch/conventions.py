@@ -1,0 +1,144 @@
+"""Project conventions, written once: scenario and profile names, where each stage writes, the
+registered model's name and aliases, and the environment every AtPatch command runs in.
+
+Everything else (stages, the CLI, reports, the registry, flows, scripts/env.sh, the Makefile through
+the CLI) imports these names instead of spelling them again. Standard library only: scripts/env.sh
+runs this file with the system Python before the project's venv exists (`conventions.py shell`).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+PARAMS_FILE = "params.yaml"
+DEFAULT_SCENARIO = "vision-backdoor"
+DEFAULT_PROFILE = "default"          # the repository's own params.yaml, run in place
+PROFILES_DIR = "profiles"            # profiles/<name>.yaml: overrides merged over params.yaml
+WORKSPACES_DIR = ".work"             # .work/<profile>: the DVC workspace of a non-default profile
+REPORTS_DIR = "reports"              # HTML reports and `atpatch inspect` pictures
+
+# Where each stage writes, per scenario `{s}`; dvc.yaml declares the same paths with ${key}.
+OUT_PATHS = {
+    "generate": "data/{s}/generated",
+    "train_victim": "data/{s}/victim",
+    "extract": "data/{s}/features.safetensors",
+    "train_detector": "data/{s}/detector",
+    "evaluate": "metrics/{s}/evaluate.json",
+    "gate": "metrics/{s}/gate.json",
+    "register": "metrics/{s}/register.json",
+}
+EXTRA_PATHS = {("train_detector", "metrics"): "metrics/{s}/detector.json", ("evaluate", "plots"): "plots/{s}"}
+# The JSON reports a scenario's metrics folder can hold (`atpatch report` reads them).
+REPORT_FILES = ("evaluate", "gate", "register", "detector")
+
+# Scenario kinds: the module that knows a kind's data, victim and metrics.
+KIND_MODULES = {
+    "vision-backdoor": "atpatch.scenarios.vision",
+    "text-backdoor": "atpatch.scenarios.text_backdoor",
+    "tabular-fairness": "atpatch.scenarios.tabular",
+    "text-fairness": "atpatch.scenarios.text_fairness",
+}
+FAIRNESS_KINDS = ("tabular-fairness", "text-fairness")
+
+CHALLENGER_ALIAS = "challenger"      # every registered version that was evaluated
+CHAMPION_ALIAS = "champion"          # only a version that passed the gate
+
+
+def out_path(stage: str, scenario: str) -> str:
+    """The output of `stage` for `scenario`, relative to the project root."""
+    return OUT_PATHS[stage].format(s=scenario)
+
+
+def report_path(scenario: str, name: str) -> str:
+    """metrics/<scenario>/<name>.json, `name` one of REPORT_FILES."""
+    return f"metrics/{scenario}/{name}.json"
+
+
+def plots_dir(scenario: str) -> str:
+    return EXTRA_PATHS[("evaluate", "plots")].format(s=scenario)
+
+
+def html_report(scenario: str) -> str:
+    return f"{REPORTS_DIR}/{scenario}.html"
+
+
+def raw_dir(source: str) -> str:
+    """Where stage fetch@<source> puts a raw data source."""
+    return f"data/raw/{source}"
+
+
+def model_name(scenario: str) -> str:
+    """The registered model of a scenario."""
+    return f"atpatch-{scenario}"
+
+
+def profile_file(profile: str, root: str | Path = ".") -> Path:
+    return Path(root) / PROFILES_DIR / f"{profile}.yaml"
+
+
+def workspace_dir(profile: str, root: str | Path = ".") -> Path:
+    return Path(root) / WORKSPACES_DIR / profile
+
+
+# -- environment ------------------------------------------------------------------------------------
+# Fixed settings: offline Hugging Face, no telemetry, and the Prefect ephemeral-server settings that
+# stop three services fighting over the SQLite lock on 2 cores.
+ENV_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}
+
+
+def project_env(root: str | Path, stores: bool = False) -> dict[str, str]:
+    """Settings that live inside a project (or workspace) folder: caches and Prefect home; with
+    `stores`, also the project root and MLflow store (left unset otherwise: atpatch.ops.tracking then
+    derives them from the working directory, and a caller's own tracking server is kept)."""
+    root = Path(root).resolve()
+    env = {"HF_HOME": str(root / ".cache" / "hf"), "DVC_SITE_CACHE_DIR": str(root / ".dvc" / "site_cache"),
+           "PREFECT_HOME": str(root / ".prefect")}
+    if stores:
+        env.update({"ATPATCH_ROOT": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
+    return env
+
+
+def environment(root: str | Path, base: dict | None = None, isolate: bool = False,
+                bindir: str | Path | None = None) -> dict[str, str]:
+    """The environment of a command run in project `root`: `base` (default os.environ) with every
+    default it lacks. Values already in `base` win, except with `isolate`: then the project's caches
+    and stores replace them (a workspace never writes into another project's MLflow store). `bindir` (default: the running interpreter's) goes first on PATH: dvc.yaml runs `python`."""
+    env = dict(os.environ if base is None else base)
+    for key, value in ENV_DEFAULTS.items():
+        env.setdefault(key, value)
+    for key, value in project_env(root, stores=isolate).items():
+        if isolate:
+            env[key] = value
+        else:
+            env.setdefault(key, value)
+    bindir = str(bindir or Path(sys.executable).parent)
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def shell_exports(root: str | Path, base: dict | None = None) -> str:
+    """`export K=V` lines for what environment() adds or changes (scripts/env.sh evaluates them)."""
+    base = dict(os.environ if base is None else base)
+    env = environment(root, base, bindir=Path(root).resolve() / ".venv" / "bin")
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items() if base.get(k) != v)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "shell":
+        sys.exit("usage: conventions.py shell PROJECT_ROOT")
+    print(shell_exports(sys.argv[2]))
