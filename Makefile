@@ -15,8 +15,10 @@ SCENARIO ?= vision-backdoor
 run: setup
 	$(ENV) && .venv/bin/dvc repro register@$(SCENARIO)
 
+# The architecture contracts (pyproject.toml), the docs build (a broken link fails it), then the tests.
 test: setup
-	$(ENV) && .venv/bin/python -m pytest -q tests
+	$(ENV) && .venv/bin/lint-imports && NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q && \
+	  .venv/bin/python -m pytest -q tests
 
 # The small profile (profiles/small.yaml) in its own DVC workspace .work/small: a few minutes on 2 cores.
 run-small: setup

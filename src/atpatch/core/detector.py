@@ -1,4 +1,4 @@
-"""The contrastive over-attention detector (DESIGN.md section 3).
+"""The contrastive over-attention detector (docs/method.md).
 
 A position (key token) is described by its column features at each detector layer:
 [L, F] with F = heads * len(kinds). A shared MLP encodes each layer's block (plus a learned layer

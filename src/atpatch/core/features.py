@@ -1,4 +1,4 @@
-"""Column features of attention maps (DESIGN.md section 2) and the recorder that collects them.
+"""Column features of attention maps (docs/method.md) and the recorder that collects them.
 
 Shapes: B batch, H heads, K key tokens, L recorded layers, F = H * len(kinds) features per layer.
 """

@@ -1,4 +1,4 @@
-"""The attention patch (DESIGN.md section 4) as pure tensor functions.
+"""The attention patch (docs/method.md) as pure tensor functions.
 
 Shapes: B batch, H heads, Q queries, K keys (Q == K for self-attention), L layers.
 """

@@ -1,6 +1,6 @@
 """PatchedClassifier: a model + detector that hot-fixes over-attention during the forward pass.
 
-Two modes (DESIGN.md section 4):
+Two modes (docs/method.md):
 - "two-pass": an unpatched forward records features; only inputs with a flag run again, patched.
 - "online": each detector layer scores the current map inside the forward; flags accumulate and
   every patched layer from then on is redistributed.

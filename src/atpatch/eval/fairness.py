@@ -1,4 +1,4 @@
-"""Fairness: counterfactual inputs, flip rate, debugging labels and group metrics (DESIGN.md sections 2 and 7).
+"""Fairness: counterfactual inputs, flip rate, debugging labels and group metrics (docs/method.md, docs/metrics.md).
 
 Individual discrimination is found by counterfactual testing: swap only the protected attribute
 of an input and see whether the model's prediction changes. Group metrics come from Fairlearn.

@@ -1,4 +1,4 @@
-"""The feature-token transformer of the tabular-fairness scenario (DESIGN.md section 6).
+"""The feature-token transformer of the tabular-fairness scenario (docs/scenarios.md).
 
 One token per column: token 0 is a learned CLS, then one token per categorical column (an
 `nn.Embedding` per column over that column's vocabulary, index 0 = unknown), then one per numeric

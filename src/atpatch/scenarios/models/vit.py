@@ -1,4 +1,4 @@
-"""The small ViT victim of the vision scenario (DESIGN.md section 6)."""
+"""The small ViT victim of the vision scenario (docs/scenarios.md)."""
 
 from __future__ import annotations
 
