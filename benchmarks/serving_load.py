@@ -39,8 +39,7 @@ PROJECT_MODEL = "atpatch-vision-backdoor"
 
 def project_model(tmp: Path) -> dict | None:
     """Victim, detector and patch config of the project's registered vision model, or None."""
-    from atpatch.ops.registry import _artifact_path, _download, get_alias_version
-    from atpatch.ops.serving.pyfunc_model import read_patch_config
+    from atpatch.ops.registry import download_patch, get_alias_version
 
     if not (REPO / "mlflow.db").is_file():
         return None
@@ -49,10 +48,8 @@ def project_model(tmp: Path) -> dict | None:
         for alias in ("champion", "challenger"):
             mv = get_alias_version(PROJECT_MODEL, alias)
             if mv is not None:
-                model_dir = _download(f"models:/{PROJECT_MODEL}@{alias}", tmp / "project-model")
-                config = read_patch_config(_artifact_path(model_dir, "patch"))
-                return {"victim": _artifact_path(model_dir, "victim"), "detector": _artifact_path(model_dir, "detector"),
-                        "config": config, "source": f"models:/{PROJECT_MODEL}@{alias} (version {mv.version})"}
+                parts = download_patch(f"models:/{PROJECT_MODEL}@{alias}", tmp / "project-model")
+                return {**parts, "source": f"models:/{PROJECT_MODEL}@{alias} (version {mv.version})"}
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
     return None

@@ -107,7 +107,7 @@ class Bench:
         pred, per_attr = attribute_metrics(predict, self.data)
         m = summary(pred, self.data["y"], per_attr, self.primary)
         m.update(reductions(self.base, m))
-        m["DER_flip"] = der(self.base["flip_rate"], m["flip_rate"], self.base["CA"], m["CA"])
+        m["DER_flip"] = der(asr_before=self.base["flip_rate"], asr_after=m["flip_rate"], ca_before=self.base["CA"], ca_after=m["CA"])
         if "test" in flags:
             f = flags["test"]
             m["input_flag_rate_clean"] = float(f[~self.base_flipped].mean())
@@ -123,7 +123,7 @@ class Bench:
         trig = defended.predict(d["x_trig"])
         flag_t = None if defended.flagged is None else np.asarray(defended.flagged)
         ca, asr = accuracy(clean, d["y_clean"]), attack_success_rate(trig, d["y_trig"], self.target)
-        m = {"CA": ca, "ASR": asr, "DER": der(self.base["ASR"], asr, self.base["CA"], ca)}
+        m = {"CA": ca, "ASR": asr, "DER": der(asr_before=self.base["ASR"], asr_after=asr, ca_before=self.base["CA"], ca_after=ca)}
         if flag_c is not None:
             m["input_flag_rate_clean"] = input_flag_rate(flag_c[:, None])
             m["input_flag_rate_triggered"] = input_flag_rate(flag_t[:, None])
@@ -168,7 +168,7 @@ class Bench:
         m = summary(pred, self.data["y"], per_attr, self.primary)
         m.update(reductions(self.base, m), **detection_metrics(test.scores[cand], faults[cand].astype(int),
                                                                 test.flagged[cand]))
-        m["DER_flip"] = der(self.base["flip_rate"], m["flip_rate"], self.base["CA"], m["CA"])
+        m["DER_flip"] = der(asr_before=self.base["flip_rate"], asr_after=m["flip_rate"], ca_before=self.base["CA"], ca_after=m["CA"])
         m["input_flag_rate_clean"] = input_flag_rate(test.flagged[~self.base_flipped])
         m["input_flag_rate_faulty"] = input_flag_rate(test.flagged[self.base_flipped]) if self.base_flipped.any() else None
         return m

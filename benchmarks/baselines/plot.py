@@ -17,9 +17,9 @@ def ablation_points(result: dict, ykey: str) -> dict[str, list[tuple[float, floa
 
 def tradeoff_plot(result: dict, path: Path) -> None:
     """CA vs ASR (backdoor) or accuracy vs flip rate (fairness): methods as large markers, ablations small."""
-    from atpatch.eval.plots import _pyplot
+    from atpatch.eval.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fair = result["task"] == "fairness"
     ykey, ylabel = ("flip_rate", f"counterfactual flip rate % ({result['primary_attribute']})") if fair else \
         ("ASR", "attack success rate %")

@@ -13,17 +13,6 @@ from atpatch.core.errors import AtPatchError
 from .inputs import n_of, take
 
 
-def debug_labels(kind, flat: dict) -> np.ndarray:
-    """True labels of the debugging split's rows, in the order of kind.debug_set."""
-    if hasattr(kind, "debug_labels"):
-        return np.asarray(kind.debug_labels(flat))
-    if hasattr(kind, "read_split"):  # tabular and text kinds: debug.parquet
-        return kind.read_split(flat, "debug")["label"].to_numpy()
-    if hasattr(kind, "_split"):  # image/text kinds: generated/debug (HF datasets)
-        return np.asarray(kind._split(flat, "debug")["label"])
-    raise AtPatchError(f"{kind.__name__}: no way to read the debugging split's labels")
-
-
 def check_debug_set(debug: dict, features: dict, labels: np.ndarray, flat: dict) -> None:
     """The debugging set rebuilt now must be the one the workspace's features were extracted from."""
     n = n_of(debug["inputs"])
@@ -49,7 +38,7 @@ def clean_rows(cfg: dict, triggered: np.ndarray, calib: np.ndarray, fairness: bo
 def build_repair(kind, flat: dict, model, features: dict, fairness: bool, cfg: dict) -> tuple[dict, dict]:
     """The repair dict every baseline gets, and a description of the budget (counts per key)."""
     debug = kind.debug_set(flat, model)
-    labels = debug_labels(kind, flat)
+    labels = np.asarray(kind.debug_labels(flat))
     inputs = debug["inputs"]
     check_debug_set(debug, features, labels, flat)
     triggered, calib = features["triggered"].bool().numpy(), features["calib"].bool().numpy()
@@ -74,9 +63,7 @@ def build_repair(kind, flat: dict, model, features: dict, fairness: bool, cfg: d
 def add_counterfactuals(repair: dict, budget: dict, kind, flat: dict, model, clean_idx: np.ndarray) -> None:
     """Fairness repair data: the clean rows' counterfactuals (every other value of each protected attribute)
     and their primary sensitive feature."""
-    if not all(hasattr(kind, f) for f in ("read_split", "protected", "counterfactual_sets")):
-        raise AtPatchError(f"{kind.__name__}: a fairness kind needs read_split, protected and counterfactual_sets")
-    sub = kind.read_split(flat, "debug").iloc[clean_idx].reset_index(drop=True)
+    sub = kind.debug_frame(flat).iloc[clean_idx].reset_index(drop=True)
     protected = kind.protected(flat)
     cfs = [cf for a in protected for cf in kind.counterfactual_sets(flat, model, sub, a)]
     repair["counterfactual_inputs"] = cfs

@@ -27,7 +27,7 @@ def repair_score(defended, repair: dict, model) -> dict:
                                "feature")
         cfs = repair["counterfactual_inputs"]
         metric, b, a = "DER_flip", flip_rate(plain, clean, cfs), flip_rate(defended.predict, clean, cfs)
-    return {"score": der(b, a, before_acc, after_acc), "metric": metric, "fault_before": b, "fault_after": a,
+    return {"score": der(asr_before=b, asr_after=a, ca_before=before_acc, ca_after=after_acc), "metric": metric, "fault_before": b, "fault_after": a,
             "acc_before": before_acc, "acc_after": after_acc}
 
 

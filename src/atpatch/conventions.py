@@ -21,16 +21,18 @@ WORKSPACES_DIR = ".work"             # .work/<profile>: the DVC workspace of a n
 REPORTS_DIR = "reports"              # HTML reports and `atpatch inspect` pictures
 
 # Where each stage writes, per scenario `{s}`; dvc.yaml declares the same paths with ${key}.
+DATA_DIR = "data/{s}"
+METRICS_DIR = "metrics/{s}"
 OUT_PATHS = {
-    "generate": "data/{s}/generated",
-    "train_victim": "data/{s}/victim",
-    "extract": "data/{s}/features.safetensors",
-    "train_detector": "data/{s}/detector",
-    "evaluate": "metrics/{s}/evaluate.json",
-    "gate": "metrics/{s}/gate.json",
-    "register": "metrics/{s}/register.json",
+    "generate": f"{DATA_DIR}/generated",
+    "train_victim": f"{DATA_DIR}/victim",
+    "extract": f"{DATA_DIR}/features.safetensors",
+    "train_detector": f"{DATA_DIR}/detector",
+    "evaluate": f"{METRICS_DIR}/evaluate.json",
+    "gate": f"{METRICS_DIR}/gate.json",
+    "register": f"{METRICS_DIR}/register.json",
 }
-EXTRA_PATHS = {("train_detector", "metrics"): "metrics/{s}/detector.json", ("evaluate", "plots"): "plots/{s}"}
+EXTRA_PATHS = {("train_detector", "metrics"): f"{METRICS_DIR}/detector.json", ("evaluate", "plots"): "plots/{s}"}
 # The JSON reports a scenario's metrics folder can hold (`atpatch report` reads them).
 REPORT_FILES = ("evaluate", "gate", "register", "detector")
 
@@ -54,7 +56,7 @@ def out_path(stage: str, scenario: str) -> str:
 
 def report_path(scenario: str, name: str) -> str:
     """metrics/<scenario>/<name>.json, `name` one of REPORT_FILES."""
-    return f"metrics/{scenario}/{name}.json"
+    return f"{METRICS_DIR}/{name}.json".format(s=scenario)
 
 
 def plots_dir(scenario: str) -> str:

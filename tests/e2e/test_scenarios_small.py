@@ -114,15 +114,12 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     flat = scenario_params(params, scenario)
     kind = kind_module(flat)
     example = kind.input_example(flat, rows=4)
-    # models:/ URIs resolve through mlflow's process-wide URIs, which earlier tests may have set.
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # models:/ URIs resolve through mlflow's process-wide URIs, which earlier tests may have set. Not
+    # restored after: mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment,
+    # which monkeypatch restores at teardown.
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
-    try:
-        served = mlflow.pyfunc.load_model(f"models:/{model_name}@challenger").predict(example)
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+    served = mlflow.pyfunc.load_model(f"models:/{model_name}@challenger").predict(example)
     # In process, configured as the register stage ships it (mode, benign value, patched layers).
     local = shipped_patchers(flat, load_classifier(flat["train_victim"]["out"]),
                              Detector.load(flat["train_detector"]["out"]))[gate["mode"]]
@@ -134,16 +131,17 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     assert served["label"].tolist() == expected["label"].tolist()
     assert served["flagged"].tolist() == expected["flagged"].tolist()
 
-    # `atpatch inspect` answers for every scenario kind: a test row through the registered patch, its
-    # prediction as the served model gives it, and a readable name for every flagged position.
-    from typer.testing import CliRunner
-
-    from atpatch.cli import app
+    # `atpatch inspect` answers for every scenario kind, run as a user runs it (its own process): a test
+    # row through the registered patch, its prediction as the served model gives it, and a readable
+    # name for every flagged position.
+    import subprocess
 
     split = list(kind.TEST_SPLITS)[-1]
-    result = CliRunner().invoke(app, ["inspect", "--root", str(ws), "--scenario", scenario, "--split", split, "0"])
-    assert result.exit_code == 0, (result.output, result.exception)
-    out = " ".join(result.output.split())
+    proc = subprocess.run([sys.executable, "-m", "atpatch.cli", "inspect", "--root", str(ws), "--scenario", scenario,
+                           "--split", split, "0"], capture_output=True, text=True, env=dict(os.environ),
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = " ".join(proc.stdout.split())
     row = kind.test_frame(flat, split, slice(0, 1))
     served_row = predict_frame(local, kind.INPUT_KIND, row.drop(columns="label"))
     assert f"input: {split} test row 0 (label {int(row['label'][0])})" in out

@@ -53,3 +53,19 @@ def test_every_declared_section_exists_in_every_scenario_and_in_defaults():
                 section = p.rsplit(".", 1)[1]
                 absent = [name for name, sc in PARAMS["scenarios"].items() if section not in sc]
                 assert not absent, f"params.yaml: scenarios {absent} lack section {section!r} ({stage})"
+
+
+def test_outputs_follow_the_conventions():
+    """dvc.yaml writes each stage's output where atpatch.conventions says it is (the CLI, report and
+    registry read it there)."""
+    from atpatch.conventions import EXTRA_PATHS, OUT_PATHS
+
+    def declared(stage: str, key: str) -> set[str]:
+        return {o if isinstance(o, str) else next(iter(o)) for o in DVC[stage]["do"].get(key) or []}
+
+    for stage, pattern in OUT_PATHS.items():
+        path = pattern.format(s="${key}")
+        assert path in declared(stage, "outs") | declared(stage, "metrics"), (stage, path)
+    for (stage, _), pattern in EXTRA_PATHS.items():
+        path = pattern.format(s="${key}")
+        assert any(p == path or p.startswith(path + "/") for p in declared(stage, "metrics") | declared(stage, "plots"))

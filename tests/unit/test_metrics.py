@@ -19,10 +19,10 @@ def test_asr_excludes_inputs_whose_true_label_is_the_target():
 
 
 def test_der_clips_both_terms():
-    assert der(1.0, 0.02, 0.88, 0.88) == (0.98 + 1) / 2
-    assert der(1.0, 0.02, 0.88, 0.90) == (0.98 + 1) / 2  # an accuracy gain is not a credit
-    assert der(0.5, 0.7, 0.88, 0.78) == (0.0 - 0.1 + 1) / 2  # an ASR rise is not a debit
-    assert der(1.0, 1.0, 0.9, 0.9) == 0.5
+    assert der(asr_before=1.0, asr_after=0.02, ca_before=0.88, ca_after=0.88) == (0.98 + 1) / 2
+    assert der(asr_before=1.0, asr_after=0.02, ca_before=0.88, ca_after=0.90) == (0.98 + 1) / 2  # an accuracy gain is not a credit
+    assert der(asr_before=0.5, asr_after=0.7, ca_before=0.88, ca_after=0.78) == (0.0 - 0.1 + 1) / 2  # an ASR rise is not a debit
+    assert der(asr_before=1.0, asr_after=1.0, ca_before=0.9, ca_after=0.9) == 0.5
 
 
 def test_input_flag_rate_counts_inputs_with_any_flag():

@@ -119,3 +119,24 @@ def test_text_fairness_protected_layout_flags_only_gendered_words_as_a_group():
     words = tok.convert_ids_to_tokens(x["input_ids"][0][candidate[0]].tolist())
     assert words == ["she", "his"]
     assert not candidate[0][x["attention_mask"][0] == 0].any()
+
+
+def test_every_kind_implements_its_family_protocol():
+    """Stages and tools call only the protocol's members; a kind missing one fails when it loads."""
+    import importlib
+
+    from atpatch.conventions import FAIRNESS_KINDS, KIND_MODULES
+    from atpatch.scenarios.kind import BackdoorKind, FairnessKind, missing_members
+
+    for kind, module in KIND_MODULES.items():
+        protocol = FairnessKind if kind in FAIRNESS_KINDS else BackdoorKind
+        assert missing_members(importlib.import_module(module), protocol) == [], kind
+
+
+def test_a_kind_missing_a_member_is_one_clear_error(monkeypatch):
+    import atpatch.scenarios.vision as vision
+    from atpatch.scenarios import kind_module
+
+    monkeypatch.delattr(vision, "test_frame")
+    with pytest.raises(AtPatchError, match=r"missing BackdoorKind members \['test_frame'\]"):
+        kind_module({"kind": "vision-backdoor"})

@@ -58,7 +58,7 @@ def mode_metrics(patched, data: dict, base: dict, target: int, batch: int) -> tu
     det = detection_metrics(scores, labels, flags)
     unflagged = ~clean.flagged.any(-1)
     exact = (clean.logits[unflagged] == base["clean_logits"][unflagged]).all(-1)
-    m = {"CA": ca, "ASR": asr, "DER": der(base["ASR"], asr, base["CA"], ca),
+    m = {"CA": ca, "ASR": asr, "DER": der(asr_before=base["ASR"], asr_after=asr, ca_before=base["CA"], ca_after=ca),
          "input_flag_rate_clean": input_flag_rate(clean.flagged),
          "input_flag_rate_triggered": input_flag_rate(trig.flagged),
          "clean_pass_through_exact": float(exact.sum() / len(exact)) if len(exact) else float("nan"), **det}

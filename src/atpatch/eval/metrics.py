@@ -35,8 +35,9 @@ def attack_success_rate(pred: np.ndarray, true_label: np.ndarray, target: int) -
     return float(np.mean(pred[keep] == target)) if keep.any() else float("nan")
 
 
-def der(asr_before: float, asr_after: float, ca_before: float, ca_after: float) -> float:
-    """Defense effectiveness rating in [0, 1]; 0.5 means no change."""
+def der(*, asr_before: float, asr_after: float, ca_before: float, ca_after: float) -> float:
+    """Defense effectiveness rating in [0, 1]; 0.5 means no change. Keyword-only: four floats swap easily.
+    The fairness benchmarks pass the flip rate as the fault rate (asr_*)."""
     return (max(0.0, asr_before - asr_after) - max(0.0, ca_before - ca_after) + 1.0) / 2.0
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,7 +19,7 @@ def _pyplot():
 
 def before_after_bars(path: Path, rows: dict[str, dict[str, float]], title: str) -> None:
     """Grouped bars: rows = {method: {metric: value in [0, 1]}}; values printed as percentages."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics = list(next(iter(rows.values())))
     width = 0.8 / len(rows)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -37,7 +38,7 @@ def before_after_bars(path: Path, rows: dict[str, dict[str, float]], title: str)
 
 def roc_curve_plot(path: Path, fpr: np.ndarray, tpr: np.ndarray, auroc: float, title: str) -> None:
     """The detector's column-level ROC curve."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot(fpr, tpr, label=f"AUROC {auroc:.4f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
@@ -58,7 +59,7 @@ def attention_grid(path: Path, images: np.ndarray, before: np.ndarray, after: np
     images [M, H, W]; before/after [M, grid*grid] column mass per patch (CLS excluded);
     flagged [M, grid*grid] bool, outlined in red.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Rectangle
 
     fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.5 * len(images)), squeeze=False)
@@ -89,7 +90,7 @@ def attention_tokens(path: Path, tokens: list[list[str]], before: np.ndarray, af
     tokens[m] the token strings of input m (K entries, CLS included); before/after [M, K] column
     mass; flagged [M, K] bool, drawn red. Padding (empty token strings) is left out.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(tokens), 1, figsize=(11, 2.6 * len(tokens)), squeeze=False)
     for ax, toks, b, a, f, t in zip(axes[:, 0], tokens, before, after, flagged, titles):
         k = len([s for s in toks if s])

@@ -221,17 +221,26 @@ def _artifact_path(model_dir: Path, name: str) -> Path:
     return model_dir / rel
 
 
+def download_patch(uri: str, dst: Path) -> dict:
+    """Download the registered patch at `uri` into `dst`: {"victim", "detector" (local directories),
+    "config" (patch.json, checked)}."""
+    from atpatch.ops.serving.pyfunc_model import read_patch_config
+
+    model_dir = _download(uri, Path(dst))
+    return {"victim": _artifact_path(model_dir, "victim"), "detector": _artifact_path(model_dir, "detector"),
+            "config": read_patch_config(_artifact_path(model_dir, "patch"))}
+
+
 def load_patch(uri: str):
     """The atpatch API: load a registered patch from `uri` and return a PatchedClassifier for in-process use.
 
     Unlike `mlflow.pyfunc.load_model`, this gives the torch module itself (logits, flags, scores).
     """
-    from atpatch.ops.serving.pyfunc_model import build_patched, read_patch_config
+    from atpatch.ops.serving.pyfunc_model import build_patched
 
     with tempfile.TemporaryDirectory(prefix="atpatch-load-") as tmp:
-        model_dir = _download(uri, Path(tmp))
-        config = read_patch_config(_artifact_path(model_dir, "patch"))
-        return build_patched(_artifact_path(model_dir, "victim"), _artifact_path(model_dir, "detector"), config)
+        parts = download_patch(uri, Path(tmp))
+        return build_patched(parts["victim"], parts["detector"], parts["config"])
 
 
 def load_detector(uri: str):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
-from types import ModuleType
 
 from atpatch.conventions import EXTRA_PATHS, FAIRNESS_KINDS, KIND_MODULES, OUT_PATHS, PARAMS_FILE, raw_dir
 from atpatch.core.errors import AtPatchError
@@ -64,9 +63,18 @@ def scenario_params(params: dict, name: str | None = None, path: str | Path = PA
     return flat
 
 
-def kind_module(params: dict) -> ModuleType:
-    """The module implementing the scenario's kind (imported on demand: text pulls in tokenizers)."""
-    return importlib.import_module(KIND_MODULES[params["kind"]])
+def kind_module(params: dict):
+    """The module implementing the scenario's kind (imported on demand: text pulls in tokenizers),
+    checked against its family's protocol (atpatch.scenarios.kind)."""
+    from atpatch.scenarios.kind import BackdoorKind, FairnessKind, missing_members
+
+    kind = importlib.import_module(KIND_MODULES[params["kind"]])
+    protocol = FairnessKind if is_fairness(params) else BackdoorKind
+    missing = missing_members(kind, protocol)
+    if missing:
+        raise AtPatchError(f"scenario kind {params['kind']!r} ({kind.__name__}): missing {protocol.__name__} "
+                           f"members {missing}")
+    return kind
 
 
 def is_fairness(params: dict) -> bool:

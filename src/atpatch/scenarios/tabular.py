@@ -7,7 +7,7 @@ The victim sees one token per column (plus CLS), so a protected attribute (`sex`
 one key column of every attention map. The training split can be skewed (`generate.skew`) so the
 victim learns to decide by the attribute. Debugging labels come from counterfactual testing: an
 input's protected token is a fault when changing only that attribute changes the prediction.
-Kind interface: see atpatch.scenarios.vision.
+Implements FairnessKind (atpatch.scenarios.kind).
 """
 
 from __future__ import annotations
@@ -136,6 +136,16 @@ def fault_labels(model, frame: pd.DataFrame, attributes: list[str]) -> np.ndarra
         cf = np.stack([predict_labels(model, x_cf) for x_cf in counterfactual_inputs(model, frame, a)])
         labels |= fault_token_labels(pred, cf, pos[a], n_tokens)
     return labels
+
+
+def debug_frame(params: dict) -> pd.DataFrame:
+    """The debugging split's rows (the counterfactual baselines read its protected values)."""
+    return read_split(params, "debug")
+
+
+def debug_labels(params: dict) -> np.ndarray:
+    """True labels of the debugging split, in debug_set's order."""
+    return debug_frame(params)["label"].to_numpy()
 
 
 def debug_set(params: dict, model) -> dict:

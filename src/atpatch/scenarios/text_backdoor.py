@@ -2,8 +2,8 @@
 
 The trigger (word, count, insertion position, target label: `generate.trigger`) is inserted into a
 share of the non-target training reviews, relabelled to the target. The debugging set is held out
-from training; its token labels are the trigger's word pieces. Kind interface: see
-atpatch.scenarios.vision. Texts are tokenised to `generate.max_length` tokens (padded).
+from training; its token labels are the trigger's word pieces. Implements BackdoorKind
+(atpatch.scenarios.kind). Texts are tokenised to `generate.max_length` tokens (padded).
 """
 
 from __future__ import annotations
@@ -102,6 +102,11 @@ def train_victim(params: dict, log) -> torch.nn.Module:
 
 def spans(frame: pd.DataFrame) -> list[list[tuple[int, int]]]:
     return [[(int(a), int(b)) for a, b in row] for row in frame["spans"]]
+
+
+def debug_labels(params: dict) -> np.ndarray:
+    """True labels of the debugging split, in debug_set's order."""
+    return read_split(params, "debug")["label"].to_numpy()
 
 
 def debug_set(params: dict, model) -> dict:

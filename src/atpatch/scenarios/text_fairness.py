@@ -5,7 +5,7 @@ first names from the npm name lists) correlate with its label (`generate.skew`, 
 atpatch.scenarios.data.gendered.skewed_split). Debugging labels come from counterfactual word swaps on the
 victim: an input's gendered word pieces are faults when swapping them changes the prediction.
 Fairness is measured on the test reviews whose gendered words are all of one gender (groups female
-/ male). Kind interface: see atpatch.scenarios.vision.
+/ male). Implements FairnessKind (atpatch.scenarios.kind).
 """
 
 from __future__ import annotations
@@ -69,6 +69,16 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     print(f"generate: {summary['rows']}, {summary['changed_by_skew']} training labels changed by the skew, "
           f"genders {counts['test']} in test -> {out} in {time.perf_counter() - t0:.1f} s")
     return summary
+
+
+def debug_frame(params: dict) -> pd.DataFrame:
+    """The debugging split's rows (the counterfactual baselines read its protected values)."""
+    return read_split(params, "debug")
+
+
+def debug_labels(params: dict) -> np.ndarray:
+    """True labels of the debugging split, in debug_set's order."""
+    return debug_frame(params)["label"].to_numpy()
 
 
 def debug_set(params: dict, model) -> dict:

@@ -1,10 +1,6 @@
 """The vision-backdoor scenario: BadNets/Blend on Fashion-MNIST, a small ViT trained here.
 
-Kind interface (every scenario module has it): `generate(params, root)` writes the generated
-splits; `train_victim(params, log)` returns the trained victim; `debug_set(params, model)` the
-debugging set's model inputs and per-token labels; `test_sets(params, model)` the evaluation inputs;
-`input_example(params, rows)` the serving input; `layout(model)` the TokenLayout; INPUT_KIND.
-Backdoor kinds also have `target_label(params)`, the attack's target class.
+Implements BackdoorKind (atpatch.scenarios.kind).
 """
 
 from __future__ import annotations
@@ -206,6 +202,11 @@ def debug_set(params: dict, model) -> dict:
             "token_labels": torch.from_numpy(np.stack(debug["token_labels"]).astype(np.int8)),
             "triggered": torch.from_numpy(np.asarray(debug["triggered"], dtype=bool)),
             "calib": torch.from_numpy(np.asarray(debug["part"]) == "calib")}
+
+
+def debug_labels(params: dict) -> np.ndarray:
+    """True labels of the debugging split, in debug_set's order."""
+    return np.asarray(_split(params, "debug")["label"])
 
 
 def target_label(params: dict) -> int:

@@ -235,13 +235,23 @@ def read_patch_config(path: str | Path) -> dict:
     return config
 
 
+def with_input_tools(model, victim_dir: str | Path, config: dict):
+    """`model` with what its input kind needs to encode requests: a text victim's own tokenizer (its
+    directory carries it)."""
+    if config.get("input") == "text":
+        from atpatch.scenarios.models.text import load_tokenizer
+
+        model.atpatch_tokenizer = load_tokenizer(victim_dir)
+    return model
+
+
 def build_patched(victim_dir: str | Path, detector_dir: str | Path, config: dict):
     """A PatchedClassifier from a victim directory, a detector directory and a patch config."""
     from atpatch.core.detector import Detector
     from atpatch.scenarios.models.loading import load_classifier
     from atpatch.core.patched import PatchedClassifier
 
-    model = load_classifier(victim_dir)
+    model = with_input_tools(load_classifier(victim_dir), victim_dir, config)
     detector = Detector.load(detector_dir)
     return PatchedClassifier(model, detector, mode=config["mode"], patch_layers=config.get("patch_layers"),
                              benign_value=config["benign_value"])
@@ -302,10 +312,7 @@ class AtPatchModel(mlflow.pyfunc.PythonModel):
             self.patched = build_patched(victim, context.artifacts["detector"], self.config)
         else:
             self.patched = Unpatched(victim)
-        if self.config["input"] == "text":  # the victim directory carries its tokenizer
-            from atpatch.scenarios.models.text import load_tokenizer
-
-            self.patched.model.atpatch_tokenizer = load_tokenizer(victim)
+        with_input_tools(self.patched.model, victim, self.config)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """DataFrame with column `image` -> DataFrame with `label`, `probabilities`, `flagged`."""
