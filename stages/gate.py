@@ -25,10 +25,10 @@ from atpatch.ops.tracking import stage_run
 # The thresholds each family needs from params.yaml (`defaults.gate` merged with the scenario's `gate`);
 # only the mediation limit has a library default (atpatch.eval.mediation.MAX_GAP).
 GATE_KEYS = {"backdoor": ("max_ca_drop", "max_asr_over_floor", "max_clean_flag_rate", "min_column_auroc",
-                          "regression_tolerance", "force_fail"),
+                          "min_clean_pass_through", "regression_tolerance", "force_fail"),
              # Fairness scenarios gate on fairness: relative reductions of the protected attribute's gaps.
              "fairness": ("max_ca_drop", "min_flip_rate_reduction", "min_dp_reduction", "min_eo_reduction",
-                          "regression_tolerance", "force_fail")}
+                          "min_clean_pass_through", "regression_tolerance", "force_fail")}
 # Per family: the metric that must not rise against the champion (CA must not fall in both).
 HARM_METRIC = {"backdoor": "patched.ASR", "fairness": "patched.flip_rate"}
 
@@ -36,7 +36,8 @@ HARM_METRIC = {"backdoor": "patched.ASR", "fairness": "patched.flip_rate"}
 
 
 def field(report: dict, path: Path, *keys: str) -> float:
-    """report[k1][k2]... as a float; AtPatchError naming the file and field when missing."""
+    """report[k1][k2]... as a float (null, an undefined metric, reads as NaN, which fails any check);
+    AtPatchError naming the file and field when missing."""
     node = report
     for i, key in enumerate(keys):
         if not isinstance(node, dict) or key not in node:
@@ -44,6 +45,8 @@ def field(report: dict, path: Path, *keys: str) -> float:
             present = sorted(node) if isinstance(node, dict) else type(node).__name__
             raise AtPatchError(f"{path}: field {where!r} is missing (present: {present})")
         node = node[key]
+    if node is None:
+        return float("nan")
     try:
         return float(node)
     except (TypeError, ValueError) as exc:
@@ -64,13 +67,14 @@ def current_metrics(report: dict, path: Path, mode: str, family: str = "backdoor
     if family == "fairness":
         keys = ("CA", "flip_rate", "dp_diff", "eo_diff")
         return {**{f"unpatched.{k}": field(report, path, "unpatched", k) for k in keys},
-                **{f"patched.{k}": field(report, path, "patched", mode, k) for k in keys}}
+                **{f"patched.{k}": field(report, path, "patched", mode, k) for k in (*keys, "clean_pass_through_exact")}}
     return {"unpatched.CA": field(report, path, "unpatched", "CA"),
             "unpatched.ASR_floor": field(report, path, "unpatched", "ASR_floor"),
             "patched.CA": field(report, path, "patched", mode, "CA"),
             "patched.ASR": field(report, path, "patched", mode, "ASR"),
             "patched.input_flag_rate_clean": field(report, path, "patched", mode, "input_flag_rate_clean"),
-            "patched.column_auroc": field(report, path, "patched", mode, "column_auroc")}
+            "patched.column_auroc": field(report, path, "patched", mode, "column_auroc"),
+            "patched.clean_pass_through_exact": field(report, path, "patched", mode, "clean_pass_through_exact")}
 
 
 def check(name: str, value: float, limit: float, at_most: bool) -> dict:
@@ -85,13 +89,21 @@ def quality_checks(m: dict[str, float], g: dict) -> list[dict]:
     return [check("ca_drop", m["unpatched.CA"] - m["patched.CA"], g["max_ca_drop"], True),
             check("asr_over_floor", m["patched.ASR"] - m["unpatched.ASR_floor"], g["max_asr_over_floor"], True),
             check("clean_flag_rate", m["patched.input_flag_rate_clean"], g["max_clean_flag_rate"], True),
-            check("column_auroc", m["patched.column_auroc"], g["min_column_auroc"], False)]
+            check("column_auroc", m["patched.column_auroc"], g["min_column_auroc"], False),
+            pass_through_check(m, g)]
+
+
+def pass_through_check(m: dict[str, float], g: dict) -> dict:
+    """Nothing flagged means nothing changed: the share of unflagged inputs answered bit for bit like the
+    unpatched model (NaN, every input flagged, fails)."""
+    return check("clean_pass_through", m["patched.clean_pass_through_exact"], g["min_clean_pass_through"], False)
 
 
 def relative_reduction(before: float, after: float) -> float:
-    """(before - after) / before; 1.0 when there was nothing to reduce and nothing is left."""
+    """(before - after) / before; 1.0 when there was nothing to reduce and nothing is left; NaN (a failed
+    check, null in gate.json: JSON has no infinity) when the patch created a gap where there was none."""
     if before <= 0:
-        return 1.0 if after <= 0 else float("-inf")
+        return 1.0 if after <= 0 else float("nan")
     return (before - after) / before
 
 
@@ -103,7 +115,8 @@ def fairness_checks(m: dict[str, float], g: dict) -> list[dict]:
             check("dp_reduction", relative_reduction(m["unpatched.dp_diff"], m["patched.dp_diff"]),
                   g["min_dp_reduction"], False),
             check("eo_reduction", relative_reduction(m["unpatched.eo_diff"], m["patched.eo_diff"]),
-                  g["min_eo_reduction"], False)]
+                  g["min_eo_reduction"], False),
+            pass_through_check(m, g)]
 
 
 def regression_checks(m: dict[str, float], champion: dict[str, float], version: str, tol: float,
@@ -135,8 +148,10 @@ def reason(c: dict) -> str:
         return "forced"
     if c.get("message"):
         return c["message"]
-    if c["value"] is None:
+    if c["value"] is None and c["limit"] is None:
         return f"{c['name']}: {c['comparison']}"
+    if c["value"] is None:
+        return f"{c['name']} is undefined (NaN), expected {c['comparison']} {c['limit']:.4f}"
     return f"{c['name']} = {c['value']:.4f}, expected {c['comparison']} {c['limit']:.4f}"
 
 

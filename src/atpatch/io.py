@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -93,9 +94,21 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
         raise
 
 
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None: standard JSON has neither."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path | str, obj: Any) -> None:
-    """Write `obj` as sorted, indented JSON (stable bytes for DVC) to `path`, atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    """Write `obj` as sorted, indented, standard JSON (NaN and infinities as null; stable bytes for DVC)
+    to `path`, atomically."""
+    text = json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_bytes_atomic(path, text.encode("utf-8"))
 
 

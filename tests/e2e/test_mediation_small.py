@@ -55,6 +55,8 @@ def test_value_borne_victim_fails_the_check_and_the_gate_says_why(ws):
     assert not m["passed"] and "does not carry the fault through over-attention" in m["message"]
     check = next(c for c in gate["checks"] if c["name"] == "attention_mediation")
     assert not check["passed"] and not gate["passed"]
+    # The ASR the patch leaves is judged on its own too (the patch cannot reach a value-borne backdoor).
+    assert not next(c for c in gate["checks"] if c["name"] == "asr_over_floor")["passed"]
     assert gate["reasons"][0] == m["message"]
     assert register["promoted"] is False and register["champion"] is None
 

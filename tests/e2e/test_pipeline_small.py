@@ -23,7 +23,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _outcomes import assert_the_patch_works
 from _workspace_env import env_for  # noqa: E402
+
+from atpatch.scenarios import scenario_params
 
 pytestmark = pytest.mark.e2e
 
@@ -144,8 +147,11 @@ def test_repro_runs_every_stage(ws):
                                           "two-pass": {k: report["patched"]["two-pass"][k] for k in
                                                        ("CA", "ASR", "DER", "input_flag_rate_clean",
                                                         "column_auroc")}}))
-    # The profile's purpose: the victim learned the backdoor, so there is something to patch.
+    # The profile's purpose: the victim learned the backdoor, so there is something to patch; and the
+    # patch removes it (the gate's thresholds are loosened here, the outcome is not).
     assert report["unpatched"]["ASR"] > report["unpatched"]["ASR_floor"] + 0.3
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    assert_the_patch_works(report, scenario_params(params, SCENARIO)["train_detector"]["calibration_fpr"])
     gate = read_json(path, "gate.json")
     assert gate["passed"] is True
     # The attention-mediation check ran on the debugging set: with the known trigger tokens patched the

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _outcomes import assert_the_patch_works
 from _workspace_env import env_for  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -29,16 +30,16 @@ BASE = ["fetch", "generate", "train_victim", "extract", "train_detector", "evalu
 EXPECTED = {
     "text-backdoor": {"metrics": ["ASR", "DER", "input_flag_rate_triggered", "clean_pass_through_exact"],
                       "defined": ["CA", "ASR", "DER"],
-                      "checks": {"ca_drop", "asr_over_floor", "clean_flag_rate", "column_auroc"}},
+                      "checks": {"ca_drop", "asr_over_floor", "clean_flag_rate", "column_auroc", "clean_pass_through"}},
     "text-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
                       "defined": ["CA", "flip_rate", "dp_diff", "eo_diff"],
-                      "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
+                      "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction", "clean_pass_through"}},
     "tabular-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
                          "defined": ["CA", "flip_rate", "dp_diff", "eo_diff"],
-                         "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
+                         "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction", "clean_pass_through"}},
     "tabular-fairness-compas": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
                                 "defined": ["CA", "flip_rate", "dp_diff", "eo_diff"],
-                                "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction"}},
+                                "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction", "clean_pass_through"}},
 }
 
 
@@ -84,10 +85,11 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
         for key in ["CA", "column_auroc", "input_flag_rate_clean", *EXPECTED[scenario]["metrics"]]:
             assert key in report["patched"][mode], (mode, key)
     assert set(EXPECTED[scenario]["defined"]) <= set(report["definitions"])
-    intervals = report["intervals"]  # bootstrap intervals of the default mode (backdoor: triggered paired with clean)
-    assert intervals["mode"] == report["default_mode"] and intervals["CA_drop"][0] <= intervals["CA_drop"][1]
+    assert report["intervals"]["mode"] == report["default_mode"]  # bootstrap intervals of the shipped mode
     print(scenario, json.dumps({k: v for k, v in report["patched"][report["default_mode"]].items()
                                 if not isinstance(v, dict)}, indent=None))
+    flat = scenario_params(params, scenario)
+    assert_the_patch_works(report, flat["train_detector"]["calibration_fpr"])
     gate = json.loads((metrics / "gate.json").read_text())
     assert {c["name"] for c in gate["checks"]} == EXPECTED[scenario]["checks"] | {"attention_mediation"}
     # The attention-mediation check ran on the debugging split and the gate judged its gap.
@@ -111,7 +113,6 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     from atpatch.ops.serving.pyfunc_model import predict_frame
 
     monkeypatch.chdir(ws)
-    flat = scenario_params(params, scenario)
     kind = kind_module(flat)
     example = kind.input_example(flat, rows=4)
     # models:/ URIs resolve through mlflow's process-wide URIs, which earlier tests may have set. Not

@@ -3,8 +3,8 @@
 Answers must equal the in-process patched model's; every kind of bad request gets a 400 (415 for a
 wrong content type) whose message names the problem, and the server keeps answering; a hypothesis
 fuzz of the request decoding (MLflow's scoring app in process, the same code the server runs) never
-meets an unhandled error. The number of fuzz cases is printed and written to
-benchmarks/results/serving-robustness.json (deterministic: hypothesis runs derandomized).
+meets an unhandled error. The fuzz counts are printed (`-s`; deterministic: hypothesis runs
+derandomized); no test writes into the repository.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 NAME = "atpatch-serving-test"
 MAX_BATCH = 64
-RESULTS = REPO / "benchmarks" / "results" / "serving-robustness.json"
 FUZZ_CASES = {"app": 250, "validate_frame": 600}
-COUNTS: dict[str, dict[str, int]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +230,6 @@ def test_fuzz_request_decoding_in_scoring_app(app_client):
                 assert all(0 < p < 50 for p in answer["flagged"])
 
     run()
-    COUNTS["scoring_app"] = counts
     print(f"\nfuzz (scoring app): {counts}")
     assert counts["ok"] > 0 and counts["rejected"] > 0
 
@@ -267,16 +264,5 @@ def test_fuzz_validate_frame():
         assert images.dtype == np.uint8 and images.shape[1:] == (28, 28) and 1 <= len(images) <= 3
 
     run()
-    COUNTS["validate_frame"] = counts
     print(f"\nfuzz (validate_frame): {counts}")
     assert counts["ok"] > 0 and counts["rejected"] > 0
-
-
-def test_write_robustness_results():
-    """The fuzz counts and the bad-request cases, for the README (deterministic content)."""
-    if len(COUNTS) < 2:
-        pytest.skip("the fuzz tests did not both run in this session")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"fuzz": COUNTS, "fuzz_total_cases": sum(c["cases"] for c in COUNTS.values()),
-                                   "bad_request_cases": sorted(BAD_REQUESTS) + ["wrong content type"],
-                                   "max_batch": MAX_BATCH}, indent=2, sort_keys=True) + "\n")

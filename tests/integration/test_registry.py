@@ -52,13 +52,14 @@ def _tiny_detector(directory: Path, victim: Path) -> None:
     det.save(directory)
 
 
-def _report(ca=0.885, asr=0.021, floor=0.02, flag=0.006, auroc=0.9999, known_patched=0.12) -> dict:
+def _report(ca=0.885, asr=0.021, floor=0.02, flag=0.006, auroc=0.9999, known_patched=0.12, pass_through=1.0) -> dict:
     """An evaluate.json; `known_patched`: the debugging set's fault rate with its known trigger tokens
     patched (attention-mediation check; its clean inputs' rate is 0.11)."""
     from atpatch.eval.mediation import MAX_GAP, judged
 
     mode = {"CA": ca, "ASR": asr, "DER": 0.99, "input_flag_rate_clean": flag, "input_flag_rate_triggered": 1.0,
-            "column_auroc": auroc, "latency_ratio_default": 1.1, "latency_ratio_eager": 1.05}
+            "column_auroc": auroc, "clean_pass_through_exact": pass_through, "latency_ratio_default": 1.1,
+            "latency_ratio_eager": 1.05}
     mediation = judged({"family": "backdoor", "fault_rate_unpatched": 1.0, "fault_rate_known_patched": known_patched,
                         "fault_rate_clean": 0.11}, MAX_GAP)
     return {"scenario": "tiny", "default_mode": "two-pass",
@@ -81,8 +82,8 @@ def root(tmp_path_factory):
               "train_victim": {"out": "victim"}, "train_detector": {"out": "detector"},
               "evaluate": {"out": "metrics/tiny/evaluate.json"},
               "gate": {"out": "metrics/tiny/gate.json", "max_ca_drop": 0.005, "max_asr_over_floor": 0.005,
-                       "max_clean_flag_rate": 0.01, "min_column_auroc": 0.999, "regression_tolerance": 0.002,
-                       "force_fail": False},
+                       "max_clean_flag_rate": 0.01, "min_column_auroc": 0.999, "min_clean_pass_through": 1.0,
+                       "regression_tolerance": 0.002, "force_fail": False},
               "register": {"out": "metrics/tiny/register.json"}, "patch": {}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as mp:
@@ -224,6 +225,18 @@ def test_gate_and_register_move_champion_only_on_pass(root):
     failed = {c["name"] for c in g["checks"] if not c["passed"]}
     assert failed == {"asr_vs_champion", "ca_vs_champion"}, g["reasons"]
     assert any(reason.startswith("asr_vs_champion = 0.0030") for reason in g["reasons"])
+    # ... and register keeps the champion where it was, moving only the challenger.
+    r = register.main(_set_params(root))
+    assert (r["version"], r["champion"], r["promoted"]) == ("3", "1", False)
+    assert str(get_alias_version(STAGE_NAME, "champion").version) == "1"
+    assert str(get_alias_version(STAGE_NAME, "challenger").version) == "3"
+
+    # 4. as good as the champion again -> promoted, the champion moves.
+    _write_report(root, _report())
+    assert gate.main(_set_params(root, force_fail=False))["passed"]
+    r = register.main(_set_params(root))
+    assert (r["version"], r["champion"], r["previous_champion"], r["promoted"]) == ("4", "4", "1", True)
+    assert str(get_alias_version(STAGE_NAME, "champion").version) == "4"
 
 
 def test_gate_refuses_a_fault_not_carried_by_attention(root):
@@ -253,3 +266,86 @@ def test_gate_absolute_checks(root):
     assert {c["name"] for c in result["checks"] if not c["passed"]} == {
         "ca_drop", "asr_over_floor", "clean_flag_rate", "column_auroc"}
     assert next(c for c in result["checks"] if c["name"] == "column_auroc")["value"] is None
+
+
+def test_gate_refuses_a_patch_that_changes_unflagged_inputs(root):
+    """Nothing flagged must mean nothing changed: one unflagged clean input answered differently fails."""
+    gate = _stage("gate")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["scenario"] = "test-none"
+    _write_report(root, _report(pass_through=0.999))
+    result = gate.decide(params)
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["clean_pass_through"]
+    _write_report(root, _report(pass_through=float("nan")))  # every clean input flagged: undefined, fails too
+    assert "clean_pass_through" in {c["name"] for c in gate.decide(params)["checks"] if not c["passed"]}
+
+
+FAIR_NAME = "tiny-fair"  # registered as atpatch-tiny-fair
+
+
+def _fair_report(flip=0.02, ca=0.855, flip_before=0.2, dp=(0.2, 0.05), eo=(0.2, 0.05)) -> dict:
+    from atpatch.eval.mediation import MAX_GAP, judged
+
+    mediation = judged({"family": "fairness", "fault_rate_unpatched": flip_before, "fault_rate_known_patched": 0.0,
+                        "fault_rate_clean": 0.0}, MAX_GAP)
+    mode = {"CA": ca, "flip_rate": flip, "dp_diff": dp[1], "eo_diff": eo[1], "clean_pass_through_exact": 1.0}
+    return {"scenario": FAIR_NAME, "default_mode": "two-pass", "mediation": mediation, "definitions": {},
+            "unpatched": {"CA": 0.86, "flip_rate": flip_before, "dp_diff": dp[0], "eo_diff": eo[0]},
+            "patched": {"two-pass": mode}}
+
+
+def _fair_params(root: Path) -> dict:
+    out = root / "metrics" / FAIR_NAME
+    return {"seed": 0, "scenario": FAIR_NAME, "kind": "tabular-fairness", "patch": {},
+            "evaluate": {"out": str(out / "evaluate.json")}, "gate": {
+                "out": str(out / "gate.json"), "max_ca_drop": 0.01, "min_flip_rate_reduction": 0.8,
+                "min_dp_reduction": 0.5, "min_eo_reduction": 0.5, "min_clean_pass_through": 1.0,
+                "regression_tolerance": 0.002, "force_fail": False}}
+
+
+def _write_fair(params: dict, report: dict) -> None:
+    path = Path(params["evaluate"]["out"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report))
+
+
+def test_fairness_gate_judges_reductions_and_the_champions_flip_rate(root):
+    """The fairness gate: relative reductions, then the flip rate against a registered champion's stored one."""
+    from atpatch.ops.registry import log_patch, set_alias
+
+    gate = _stage("gate")
+    params = _fair_params(root)
+    _write_fair(params, _fair_report())
+    assert gate.decide(params)["passed"]
+    _write_fair(params, _fair_report(flip=0.1, dp=(0.2, 0.15)))
+    failed = {c["name"] for c in gate.decide(params)["checks"] if not c["passed"]}
+    assert failed == {"flip_rate_reduction", "dp_reduction"}
+
+    # A champion with flip rate 0.02: a candidate at 0.03 (still an 85% reduction) regresses against it.
+    example = pd.DataFrame({"image": [_images(1)[0].reshape(-1).tolist()]})
+    config = {"mode": "two-pass", "patch_layers": None, "benign_value": "zero", "input": "image"}
+    mv = log_patch(root / "victim", root / "detector", config, f"atpatch-{FAIR_NAME}", example,
+                   metrics={"patched.flip_rate": 0.02, "patched.CA": 0.855})
+    set_alias(f"atpatch-{FAIR_NAME}", "champion", mv.version)
+    _write_fair(params, _fair_report(flip=0.03))
+    result = gate.decide(params)
+    assert result["champion_version"] == str(mv.version)
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["flip_rate_vs_champion"]
+
+
+def test_a_gap_the_patch_creates_fails_and_gate_json_is_standard(root):
+    """No flips before, some after: the reduction is undefined; the check fails and gate.json stays JSON
+    that strict parsers read (null, not -Infinity)."""
+    gate = _stage("gate")
+    params = _fair_params(root)
+    params["scenario"] = "tiny-fair-none"  # no champion
+    _write_fair(params, _fair_report(flip_before=0.0, flip=0.01))
+    result = gate.main(params)
+    check = next(c for c in result["checks"] if c["name"] == "flip_rate_reduction")
+    assert not result["passed"] and not check["passed"] and check["value"] is None
+    assert "flip_rate_reduction is undefined" in " ".join(result["reasons"])
+
+    def no_constants(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    json.loads(Path(params["gate"]["out"]).read_text(), parse_constant=no_constants)

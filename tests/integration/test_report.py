@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from needs import need
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = "vision-backdoor"
@@ -103,8 +104,7 @@ def test_report_renders_in_headless_chromium(root):
     from atpatch.eval.report import build_report
 
     chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no chromium binary on PATH (install with scripts/install_chromium.sh)")
+    need(chromium is not None, "a chromium binary on PATH (scripts/install_chromium.sh; make test runs it)")
     path = build_report(SCENARIO, root)
     shot = root / "shot.png"
     res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

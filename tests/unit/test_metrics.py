@@ -37,3 +37,16 @@ def test_detection_metrics_on_candidate_positions():
     assert m["column_auroc"] == 5 / 6  # one of six positive/negative pairs misordered (0.8 < 0.85)
     assert m["column_tpr"] == 1.0 and m["column_fpr"] == 1 / 3
     assert math.isnan(detection_metrics(scores[2:], labels[2:], flagged[2:])["column_auroc"])
+
+
+def test_pass_through_counts_only_unflagged_inputs_and_needs_bit_equality():
+    from atpatch.eval.metrics import pass_through_rate
+
+    reference = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+    logits = reference.copy()
+    logits[1, 0] += 1e-7  # changed, but flagged: does not count
+    logits[2, 1] = np.nextafter(logits[2, 1], 10.0)  # unflagged and one ulp off: not passed through
+    flagged = np.array([[False, False], [True, False], [False, False], [False, False]])
+    assert pass_through_rate(logits, reference, flagged) == 2 / 3
+    assert pass_through_rate(reference, reference, flagged) == 1.0
+    assert np.isnan(pass_through_rate(reference, reference, np.ones((4, 2), bool)))  # everything flagged

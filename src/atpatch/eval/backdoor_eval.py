@@ -18,7 +18,8 @@ from atpatch.eval import plots
 from atpatch.eval.evaluation import median_latencies, predict_oracle, predict_patched, predict_plain, rows
 from atpatch.core.features import TokenLayout, record
 from atpatch.io import write_bytes_atomic
-from atpatch.eval.metrics import DEFINITIONS, accuracy, attack_success_rate, der, detection_metrics, input_flag_rate
+from atpatch.eval.metrics import (DEFINITIONS, accuracy, attack_success_rate, der, detection_metrics, input_flag_rate,
+                                  pass_through_rate)
 from atpatch.core.patch import redistribute
 from atpatch.core.patched import PatchedClassifier, shipped_patch
 from atpatch.eval.uncertainty import backdoor_intervals, resamples
@@ -56,12 +57,10 @@ def mode_metrics(patched, data: dict, base: dict, target: int, batch: int) -> tu
     labels = np.concatenate([np.asarray(data["tokens_trig"])[cand_t], np.zeros(int(cand_c.sum()))])
     flags = np.concatenate([trig.flagged[cand_t], clean.flagged[cand_c]])
     det = detection_metrics(scores, labels, flags)
-    unflagged = ~clean.flagged.any(-1)
-    exact = (clean.logits[unflagged] == base["clean_logits"][unflagged]).all(-1)
     m = {"CA": ca, "ASR": asr, "DER": der(asr_before=base["ASR"], asr_after=asr, ca_before=base["CA"], ca_after=ca),
          "input_flag_rate_clean": input_flag_rate(clean.flagged),
          "input_flag_rate_triggered": input_flag_rate(trig.flagged),
-         "clean_pass_through_exact": float(exact.sum() / len(exact)) if len(exact) else float("nan"), **det}
+         "clean_pass_through_exact": pass_through_rate(clean.logits, base["clean_logits"], clean.flagged), **det}
     return m, {"scores": scores, "labels": labels, "trig": trig, "clean": clean}
 
 

@@ -29,7 +29,7 @@ from atpatch.core.errors import AtPatchError
 from atpatch.core.patched import shipped_patch
 from atpatch.eval.evaluation import predict_oracle, predict_patched, predict_plain
 from atpatch.eval.fairness import counterfactual_flip_rate, group_metrics
-from atpatch.eval.metrics import DEFINITIONS, detection_metrics, input_flag_rate
+from atpatch.eval.metrics import DEFINITIONS, detection_metrics, input_flag_rate, pass_through_rate
 from atpatch.eval.uncertainty import fairness_intervals, resamples
 
 FAIRNESS_DEFINITIONS = {
@@ -44,6 +44,7 @@ FAIRNESS_DEFINITIONS = {
                     "of inputs whose unpatched prediction flips under the counterfactual",
     "input_flag_rate_clean": "share of test inputs without a flip (no fault) that get any flag",
     "input_flag_rate_faulty": "share of test inputs with a flip that get any flag",
+    "clean_pass_through_exact": DEFINITIONS["clean_pass_through_exact"],
     "reduction": "relative reduction (before - after) / before",
     "intervals": "bootstrap percentile intervals (test rows resampled, before and after on the same rows) of the "
                  "default mode's accuracy drop and reductions, primary attribute",
@@ -127,8 +128,12 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     p, primary, mode_shipped = params["evaluate"], data["primary"], shipped_patch(params)["mode"]
     batch = p["batch_size"]
 
+    base_runs = {}
+
     def plain(x, desc):
-        return predict_plain(model, x, batch, f"unpatched {desc}").labels
+        out = predict_plain(model, x, batch, f"unpatched {desc}")
+        base_runs.setdefault(desc, out)
+        return out.labels
 
     base_pred, base = attribute_metrics(plain, data)
     report = {"scenario": params["scenario"], "kind": params["kind"], "default_mode": mode_shipped,
@@ -155,7 +160,8 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
         m = summary(pred, data["y"], per_attr, primary)
         m.update(reductions(report["unpatched"], m), **det_m,
                  input_flag_rate_clean=input_flag_rate(test.flagged[~flipped]),
-                 input_flag_rate_faulty=input_flag_rate(test.flagged[flipped]))
+                 input_flag_rate_faulty=input_flag_rate(test.flagged[flipped]),
+                 clean_pass_through_exact=pass_through_rate(test.logits, base_runs["test"].logits, test.flagged))
         report["patched"][mode] = m
         if mode == mode_shipped and resamples(params):
             report["intervals"] = {"mode": mode, "attribute": primary, **fairness_intervals(

@@ -13,6 +13,8 @@ DEFINITIONS = {
     "column_AUROC": "AUROC of the detector's position score against the per-token fault labels (candidate tokens only)",
     "input_TPR": "share of triggered inputs with at least one flagged position",
     "input_FPR": "share of clean inputs with at least one flagged position (1 - pass-through rate)",
+    "clean_pass_through_exact": "share of unflagged inputs (backdoor: clean test inputs; fairness: test inputs) "
+                                "whose patched logits equal the unpatched model's bit for bit",
     "latency_ratio": "median batch latency patched / unpatched (model's default attention implementation)",
     "intervals": "bootstrap percentile intervals (evaluate.bootstrap resamples) of the default mode's CA drop "
                  "(clean test inputs resampled) and ASR - ASR_floor (each triggered input resampled with its clean self)",
@@ -26,6 +28,15 @@ DEFINITIONS = {
 def accuracy(pred: np.ndarray, label: np.ndarray) -> float:
     """Share of predictions equal to the label."""
     return float(np.mean(np.asarray(pred) == np.asarray(label)))
+
+
+def pass_through_rate(logits: np.ndarray, reference: np.ndarray, flagged: np.ndarray) -> float:
+    """Share of inputs without any flag whose logits [N, C] equal `reference` exactly (NaN when every
+    input is flagged): what "nothing flagged means nothing changed" promises."""
+    unflagged = ~np.asarray(flagged).reshape(len(flagged), -1).any(-1)
+    if not unflagged.any():
+        return float("nan")
+    return float((np.asarray(logits)[unflagged] == np.asarray(reference)[unflagged]).all(-1).mean())
 
 
 def attack_success_rate(pred: np.ndarray, true_label: np.ndarray, target: int) -> float:
