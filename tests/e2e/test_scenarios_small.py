@@ -131,6 +131,14 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
     expected = predict_frame(local, kind.INPUT_KIND, example)
     assert served["label"].tolist() == expected["label"].tolist()
     assert served["flagged"].tolist() == expected["flagged"].tolist()
+    # ... and like the patch on the inputs the evaluation encoded itself (not through the pyfunc's decoding).
+    import torch
+
+    data = kind.test_sets(flat, local.model)
+    x = data["x_clean"] if "x_clean" in data else data["x"]
+    with torch.no_grad():
+        direct = local(**{k: v[: len(example)] for k, v in x.items()})
+    assert served["label"].tolist() == direct.logits.argmax(-1).tolist()
 
     # `atpatch inspect` answers for every scenario kind, run as a user runs it (its own process): a test
     # row through the registered patch, its prediction as the served model gives it, and a readable
