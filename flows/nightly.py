@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ is not a pack
 from prefect import flow, get_run_logger  # noqa: E402
 
 from atpatch.conventions import out_path  # noqa: E402
-from pipeline import dvc_stage, no_heartbeats, scenario_of  # noqa: E402
+from pipeline import dvc_stage, no_heartbeats, one_line_errors, scenario_of  # noqa: E402
 
 
 def gate_json_path(workdir: str | Path, scenario: str) -> Path:
@@ -56,10 +56,15 @@ def run_nightly(workdir: str = ".", register_when_failed: bool = False, scenario
         return nightly_reevaluate(workdir=workdir, register_when_failed=register_when_failed, scenario=scenario)
 
 
-if __name__ == "__main__":
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default=".")
     ap.add_argument("--register-when-failed", action="store_true")
     ap.add_argument("--scenario", default=None)
     a = ap.parse_args()
+    scenario_of(a.workdir, a.scenario)  # a bad argument is an error before Prefect starts
     print(json.dumps(run_nightly(a.workdir, a.register_when_failed, a.scenario), indent=2))
+
+
+if __name__ == "__main__":
+    one_line_errors(main)

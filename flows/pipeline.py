@@ -17,11 +17,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from prefect import flow, get_run_logger, task
 
-from atpatch.conventions import environment
+from atpatch.conventions import PARAMS_FILE, environment
 
 TAIL_LINES = 40
 
@@ -41,7 +41,10 @@ def scenario_of(workdir: str | Path, scenario: str | None) -> tuple[str, str]:
     """(scenario, its raw data source): `scenario` or params.yaml's default; ValueError if unknown."""
     import yaml
 
-    params = yaml.safe_load((Path(workdir) / "params.yaml").read_text(encoding="utf-8")) or {}
+    path = Path(workdir) / PARAMS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: not found; --workdir must be the repository or a workspace (.work/<profile>)")
+    params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     scenario = scenario or params.get("scenario")
     scenarios = params.get("scenarios") or {}
     if scenario not in scenarios:
@@ -149,9 +152,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="rerun the stages even when up to date")
     ap.add_argument("--scenario", default=None, help="a scenario of params.yaml (default: its `scenario`)")
     a = ap.parse_args(argv)
+    select_stages(a.workdir, a.stages, a.scenario)  # a bad argument is an error before Prefect starts
     for r in run_pipeline(a.workdir, a.stages, a.force, a.scenario):
         print(f"{r['stage']}: {'ran' if r['ran'] else 'up to date'} ({r['seconds']:.1f} s)")
 
 
+def one_line_errors(main: Callable[[], Any]) -> None:
+    """Run a flow's command line; a user error (unknown scenario or stage, no workspace, a failed stage)
+    is one `error: ...` line on stderr and exit code 1, as the atpatch command does. The failed stage's
+    own output was streamed above it."""
+    try:
+        main()
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main()
+    one_line_errors(main)

@@ -20,15 +20,14 @@ from atpatch.core.patched import shipped_patch
 from atpatch.io import read_json, report_paths, write_json_atomic
 from atpatch.eval.mediation import MAX_GAP, judged
 from atpatch.scenarios import is_fairness, stage_params
+from atpatch.scenarios.schema import BackdoorGate, FairnessGate
 from atpatch.ops.tracking import stage_run
 
-# The thresholds each family needs from params.yaml (`defaults.gate` merged with the scenario's `gate`);
-# only the mediation limit has a library default (atpatch.eval.mediation.MAX_GAP).
-GATE_KEYS = {"backdoor": ("max_ca_drop", "max_asr_over_floor", "max_clean_flag_rate", "min_column_auroc",
-                          "min_clean_pass_through", "regression_tolerance", "force_fail"),
-             # Fairness scenarios gate on fairness: relative reductions of the protected attribute's gaps.
-             "fairness": ("max_ca_drop", "min_flip_rate_reduction", "min_dp_reduction", "min_eo_reduction",
-                          "min_clean_pass_through", "regression_tolerance", "force_fail")}
+# The thresholds each family needs from params.yaml (`defaults.gate` merged with the scenario's `gate`):
+# the required fields of the params schema; only the mediation limit has a library default
+# (atpatch.eval.mediation.MAX_GAP).
+GATE_KEYS = {family: tuple(k for k, f in model.model_fields.items() if f.is_required())
+             for family, model in (("backdoor", BackdoorGate), ("fairness", FairnessGate))}
 # Per family: the metric that must not rise against the champion (CA must not fall in both).
 HARM_METRIC = {"backdoor": "patched.ASR", "fairness": "patched.flip_rate"}
 

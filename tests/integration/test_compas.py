@@ -114,10 +114,17 @@ def test_scenario_kind_picks_the_dataset():
     from atpatch.scenarios import scenario_params
     from atpatch.scenarios.tabular import dataset
 
-    params = {"scenarios": {"c": {"kind": "tabular-fairness", "source": "adult", "generate": {"dataset": "compas"}},
-                            "a": {"kind": "tabular-fairness", "source": "adult", "generate": {}},
-                            "x": {"kind": "tabular-fairness", "source": "adult", "generate": {"dataset": "nope"}},
-                            "y": {"kind": "tabular-fairness", "source": "fine-foods", "generate": {"dataset": "compas"}}}}
+    from atpatch.io import load_params
+
+    shipped = load_params(path=Path(__file__).resolve().parents[2] / "params.yaml")
+    base = shipped["scenarios"]["tabular-fairness"]  # every other stage section as shipped
+
+    def scenario(source: str, generate: dict) -> dict:
+        return {**base, "source": source, "generate": generate}
+
+    params = {"defaults": shipped["defaults"], "scenarios": {
+        "c": scenario("adult", {"dataset": "compas"}), "a": scenario("adult", {}),
+        "x": scenario("adult", {"dataset": "nope"}), "y": scenario("fine-foods", {"dataset": "compas"})}}
     assert dataset(scenario_params(params, "c")).name == "compas"
     assert dataset(scenario_params(params, "a")).name == "adult"
     with pytest.raises(AtPatchError, match=r"scenarios\.x\.generate\.dataset: expected one of \['adult', 'compas'\], "

@@ -5,17 +5,20 @@ import yaml
 
 from atpatch.core.errors import AtPatchError
 from atpatch.scenarios import OUT_PATHS, scenario_params
+from atpatch.io import load_params
 from atpatch.ops.workspace import REPO
 
-PARAMS = {"seed": 3, "scenario": "a", "scenarios": {
-    "a": {"kind": "vision-backdoor", "source": "fashion-mnist", "generate": {"poison_rate": 0.1}},
-    "b": {"kind": "tabular-fairness", "source": "adult"}}}
+SHIPPED = load_params(path=REPO / "params.yaml")
+PARAMS = {"seed": 3, "scenario": "a", "defaults": SHIPPED["defaults"], "scenarios": {
+    "a": {**SHIPPED["scenarios"]["vision-backdoor"], "generate": {"poison_rate": 0.1}},
+    "b": SHIPPED["scenarios"]["tabular-fairness"]}}
 
 
 def test_flat_view_fills_paths_by_scenario_name():
     p = scenario_params(PARAMS)
     assert (p["seed"], p["scenario"], p["kind"]) == (3, "a", "vision-backdoor")
-    assert p["generate"] == {"poison_rate": 0.1, "out": "data/a/generated"}
+    assert p["generate"] == {"poison_rate": 0.1, "out": "data/a/generated"}  # the scenario's own section, merged
+    assert p["evaluate"]["modes"] == SHIPPED["defaults"]["evaluate"]["modes"]  # from defaults
     assert p["fetch"] == {"dest": "data/raw/fashion-mnist"}
     assert p["train_detector"]["metrics"] == "metrics/a/detector.json" and p["evaluate"]["plots"] == "plots/a"
     assert {k: p[k]["out"] for k in OUT_PATHS} == {k: v.format(s="a") for k, v in OUT_PATHS.items()}

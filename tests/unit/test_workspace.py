@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import yaml
 
 from atpatch.ops.workspace import REPO, deep_merge, merged_params, write_params
@@ -61,3 +62,18 @@ def test_small_profile_overrides_only_what_it_names(tmp_path):
     assert list(small_all) == list(full) and list(small) == list(vision)  # params.yaml's order is kept
     small = small_all
     assert yaml.safe_load(write_params(tmp_path, small).read_text()) == small
+
+
+def test_hand_edits_to_workspace_params_are_never_overwritten(tmp_path):
+    """make_workspace rewrites params.yaml from the profile; a file the user edited is refused, not lost."""
+    from atpatch.core.errors import AtPatchError
+    from atpatch.ops.workspace import check_no_hand_edits
+
+    path = write_params(tmp_path, {"seed": 0})
+    check_no_hand_edits(tmp_path, "small")  # as written: fine to rewrite
+    path.write_text(path.read_text() + "# my tweak\n")
+    with pytest.raises(AtPatchError, match=r"edited by hand since it was made.*profiles/small.yaml"):
+        check_no_hand_edits(tmp_path, "small")
+    assert path.read_text().endswith("# my tweak\n")
+    write_params(tmp_path, {"seed": 1})  # the library's own writes (tests, --set) stay allowed
+    check_no_hand_edits(tmp_path, "small")

@@ -21,6 +21,7 @@ CLI: `python -m atpatch.ops.workspace --profile small --dest .work/small` prints
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -65,13 +66,31 @@ def merged_params(profile: str | None, overrides: Mapping[str, Any] | None = Non
     return deep_merge(params, overrides)
 
 
+PARAMS_STAMP = ".atpatch-params.sha256"  # the hash of the params.yaml this module last wrote
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def write_params(dest: Path, params: Mapping[str, Any]) -> Path:
-    """Write `params` as `dest/params.yaml` (key order kept)."""
+    """Write `params` as `dest/params.yaml` (key order kept) and remember what was written."""
     import yaml
 
-    path = Path(dest) / "params.yaml"
-    path.write_text(yaml.safe_dump(dict(params), sort_keys=False, default_flow_style=False), encoding="utf-8")
+    path = Path(dest) / PARAMS_FILE
+    text = yaml.safe_dump(dict(params), sort_keys=False, default_flow_style=False)
+    path.write_text(text, encoding="utf-8")
+    (Path(dest) / PARAMS_STAMP).write_text(_sha(text), encoding="utf-8")
     return path
+
+
+def check_no_hand_edits(dest: Path, profile: str | None) -> None:
+    """Refuse to overwrite a workspace params.yaml that was edited by hand since it was written."""
+    path, stamp = Path(dest) / PARAMS_FILE, Path(dest) / PARAMS_STAMP
+    if path.is_file() and stamp.is_file() and _sha(path.read_text(encoding="utf-8")) != stamp.read_text().strip():
+        source = profile_file(profile) if profile else PARAMS_FILE
+        raise AtPatchError(f"{path}: edited by hand since it was made; making the workspace again would overwrite "
+                           f"the edits. Move them into {source} (or pass them with --set), or delete {path}")
 
 
 def _dvc(dest: Path, *args: str) -> None:
@@ -125,6 +144,7 @@ def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str
         if src.is_symlink():
             src.unlink()
         src.symlink_to(repo / "src", target_is_directory=True)
+    check_no_hand_edits(dest, profile)
     params = merged_params(profile, overrides, repo)
     write_params(dest, params)
 

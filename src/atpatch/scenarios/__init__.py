@@ -17,24 +17,15 @@ from pathlib import Path
 from atpatch.conventions import EXTRA_PATHS, FAIRNESS_KINDS, KIND_MODULES, OUT_PATHS, PARAMS_FILE, raw_dir
 from atpatch.core.errors import AtPatchError
 from atpatch.core.detector import DETECTOR_DEFAULTS
-from atpatch.core.patched import BENIGN_VALUES, MODES, PATCH_DEFAULTS
+from atpatch.core.patched import PATCH_DEFAULTS
 from atpatch.io import deep_merge, load_params
+from atpatch.scenarios.schema import check_sections
 
 __all__ = ["EXTRA_PATHS", "FAIRNESS_KINDS", "KIND_MODULES", "OUT_PATHS", "raw_dir"]  # re-exported conventions
 
 
 # Sections whose unset keys take the library's defaults (params.yaml's `defaults:` merges over them).
 LIBRARY_DEFAULTS = {"train_detector": DETECTOR_DEFAULTS, "patch": PATCH_DEFAULTS}
-
-
-def check_patch(patch: dict, where: str) -> None:
-    """A `patch` section's mode and benign value are ones the engine has; one-line error otherwise."""
-    unknown = sorted(set(patch) - set(PATCH_DEFAULTS))
-    if unknown:
-        raise AtPatchError(f"{where}: unknown keys {unknown} (known: {sorted(PATCH_DEFAULTS)})")
-    for key, allowed in (("mode", MODES), ("benign_value", BENIGN_VALUES)):
-        if patch[key] not in allowed:
-            raise AtPatchError(f"{where}.{key}: expected one of {list(allowed)}, got {patch[key]!r}")
 
 
 def scenario_params(params: dict, name: str | None = None, path: str | Path = PARAMS_FILE) -> dict:
@@ -54,7 +45,7 @@ def scenario_params(params: dict, name: str | None = None, path: str | Path = PA
                            f"got {section['kind']!r}")
     flat = {"seed": params.get("seed", 0), "scenario": name,
             **deep_merge(LIBRARY_DEFAULTS, deep_merge(params.get("defaults"), section))}
-    check_patch(flat["patch"], f"{path}: scenarios.{name}.patch")
+    check_sections(flat, params, str(path))
     for stage, pattern in OUT_PATHS.items():
         flat[stage] = {**(flat.get(stage) or {}), "out": pattern.format(s=name)}
     for (stage, key), pattern in EXTRA_PATHS.items():
