@@ -277,6 +277,20 @@ def test_deployment_applies(ws, harness):
 # ---------------------------------------------------------------- (d) invalid split
 
 
+def test_registry_and_dvc_agree_after_a_params_round_trip(ws):
+    """Change a param, repro, put it back, repro: gate and register run both times (their effect lives in
+    the registry, which DVC's run cache cannot restore), so register.json, the aliases and dvc.lock agree."""
+    path = ws["path"]
+    original = yaml.safe_load((path / "params.yaml").read_text())["scenarios"][SCENARIO]["gate"]["regression_tolerance"]
+    for value in (original / 2, original):
+        set_params(path, for_scenario({"gate": {"regression_tolerance": value}}))
+        res = dvc(path, "repro", TARGET, label=f"(gate.regression_tolerance {value})")
+        assert ran(res) == STAGES[-2:] and "cached - skipping" not in res.stdout, res.stdout[-1500:]
+        reg = read_json(path, "register.json")
+        assert alias(path, "challenger") == int(reg["version"]) == max(versions(path))
+    assert ran(dvc(path, "repro", TARGET)) == []  # and DVC calls it up to date
+
+
 def test_invalid_split_fails_generate_and_keeps_previous_data(ws):
     path = ws["path"]
     generated = path / "data" / SCENARIO / "generated"
