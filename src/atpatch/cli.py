@@ -289,11 +289,10 @@ def _scenario_kind(root: Path, scenario: str):
     return kind_module(flat), flat
 
 
-def _inspect_frame(spec: str, root: Path, scenario: str, split: str, model):
+def _inspect_frame(spec: str, kind, flat: dict, split: str, model):
     """(one-row pyfunc input frame, description) from a test-set index, an image file or a text."""
     import pandas as pd
 
-    kind, flat = _scenario_kind(root, scenario)
     if re.fullmatch(r"\d+", spec):
         data = kind.test_frame(flat, split)
         index = int(spec)
@@ -312,7 +311,7 @@ def _inspect_frame(spec: str, root: Path, scenario: str, split: str, model):
 
 def _position_names(patched, inputs: dict, input_kind: str) -> list[str]:
     """A readable name per token position: image patch row/col, word piece, or table column."""
-    layout, K = patched.layout, int(next(iter(inputs.values())).shape[1]) if input_kind != "image" else None
+    layout = patched.layout
     if input_kind == "image":
         config = patched.model.config
         grid = int(config.image_size) // int(config.patch_size)
@@ -323,7 +322,7 @@ def _position_names(patched, inputs: dict, input_kind: str) -> list[str]:
     from atpatch.ops.serving.pyfunc_model import tabular_columns
 
     columns = list(tabular_columns(patched.model))
-    return ["CLS" if k < layout.prefix else columns[k - layout.prefix] for k in range(K or layout.prefix + len(columns))]
+    return ["CLS"] * layout.prefix + columns
 
 
 @app.command(epilog="Example: atpatch inspect --scenario vision-backdoor 17 --split triggered")
@@ -351,12 +350,12 @@ def inspect(input: str = typer.Argument(..., metavar="INPUT", help="An index int
     root = _root(root)
     scenario = _scenario(scenario, root)
     _use_root(root, need_store=True)
-    kind, _ = _scenario_kind(root, scenario)
+    kind, flat = _scenario_kind(root, scenario)
     split = split or list(kind.TEST_SPLITS)[-1]
     if split not in kind.TEST_SPLITS:
         raise UserError(f"--split: expected one of {', '.join(kind.TEST_SPLITS)} for {scenario}, got {split!r}")
     patched, alias, version = _load_registered(scenario)
-    frame, what = _inspect_frame(input, root, scenario, split, patched.model)
+    frame, what = _inspect_frame(input, kind, flat, split, patched.model)
     try:
         rows = validate_frame(frame, kind.INPUT_KIND, model=patched.model)
     except ValueError as exc:
@@ -403,7 +402,7 @@ def _prediction_table(p_plain, p_patch) -> None:
 
 def _attention_table(before, after, names: list[str], flags: list[int], top: int = 5) -> None:
     """Column attention (mean over layers and heads) of the flagged and the most attended positions."""
-    order = [k for k in flags] + [k for k in before.argsort(descending=True).tolist() if k not in flags][:top]
+    order = list(flags) + [k for k in before.argsort(descending=True).tolist() if k not in flags][:top]
     table = Table(title="column attention, mean over layers and heads", title_justify="left")
     for col in ("position", "token", "before", "after", "flagged"):
         table.add_column(col, justify="left" if col == "token" else "right")

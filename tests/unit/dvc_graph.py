@@ -58,13 +58,3 @@ def needed_files(stage: str) -> set[Path]:
 
 def covered(path: Path, deps: list[str]) -> bool:
     return any(path == Path(d) or Path(d) in path.parents for d in deps)
-
-
-def compact(files: set[Path]) -> list[str]:
-    """`files` as the fewest paths: a folder wherever every .py file under it is needed."""
-    out: set[Path] = set(files)
-    for folder in sorted({p for f in files for p in f.parents if SRC in (REPO / p).parents}, key=lambda p: -len(p.parts)):
-        inside = {f.relative_to(REPO) for f in (REPO / folder).rglob("*.py") if "__pycache__" not in f.parts}
-        if inside and inside <= files:
-            out = {p for p in out if folder not in p.parents} | {folder}
-    return sorted(str(p) for p in out)

@@ -123,13 +123,14 @@ def sections(fairness: bool) -> dict[str, type[BaseModel]]:
 
 def _where(loc: tuple, section: str, name: str, params: dict) -> str:
     """`defaults.<section>...` when the key came from the defaults block, else `scenarios.<name>.<section>...`."""
-    node = (params.get("defaults") or {}).get(section)
-    for key in loc:
-        node = node.get(key) if isinstance(node, dict) else None
-    own = ((params.get("scenarios") or {}).get(name) or {}).get(section)
-    for key in loc:
-        own = own.get(key) if isinstance(own, dict) else None
-    base = f"defaults.{section}" if node is not None and own is None else f"scenarios.{name}.{section}"
+    def lookup(node, keys):
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    in_defaults = lookup(params, ("defaults", section, *loc)) is not None
+    in_scenario = lookup(params, ("scenarios", name, section, *loc)) is not None
+    base = f"defaults.{section}" if in_defaults and not in_scenario else f"scenarios.{name}.{section}"
     return ".".join([base, *map(str, loc)])
 
 

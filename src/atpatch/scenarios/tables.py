@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from atpatch.core.errors import AtPatchError
@@ -30,3 +31,13 @@ def read_split(params: dict, name: str) -> pd.DataFrame:
         raise AtPatchError(f"{path}: split {name!r} not found; run stage generate first")
     # Read the bytes first: the file is never left open while the stage goes on (DVC may swap it).
     return pd.read_parquet(io.BytesIO(path.read_bytes()))
+
+
+def debug_frame(params: dict) -> pd.DataFrame:
+    """The debugging split's rows (the table kinds' debug_set reads them in this order)."""
+    return read_split(params, "debug")
+
+
+def debug_labels(params: dict) -> np.ndarray:
+    """True labels of the debugging split, in debug_set's order."""
+    return debug_frame(params)["label"].to_numpy()

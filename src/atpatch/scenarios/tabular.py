@@ -24,7 +24,7 @@ from atpatch.core.errors import AtPatchError
 from atpatch.core.features import TokenLayout
 from atpatch.scenarios import candidate_policy
 from atpatch.eval.fairness import counterfactuals_all_values, fault_token_labels
-from atpatch.scenarios.tables import read_split, write_splits
+from atpatch.scenarios.tables import debug_frame, debug_labels, read_split, write_splits  # noqa: F401 (kind members)
 from atpatch.scenarios.models.tabular import build_feature_token_model, column_positions, encode_frame, token_layout
 from atpatch.scenarios.training import predict_labels, train_classifier
 from atpatch.scenarios.validation import table_expectations, validate_split
@@ -136,16 +136,6 @@ def fault_labels(model, frame: pd.DataFrame, attributes: list[str]) -> np.ndarra
         cf = np.stack([predict_labels(model, x_cf) for x_cf in counterfactual_inputs(model, frame, a)])
         labels |= fault_token_labels(pred, cf, pos[a], n_tokens)
     return labels
-
-
-def debug_frame(params: dict) -> pd.DataFrame:
-    """The debugging split's rows (the counterfactual baselines read its protected values)."""
-    return read_split(params, "debug")
-
-
-def debug_labels(params: dict) -> np.ndarray:
-    """True labels of the debugging split, in debug_set's order."""
-    return debug_frame(params)["label"].to_numpy()
 
 
 def debug_set(params: dict, model) -> dict:

@@ -18,7 +18,7 @@ import torch
 from atpatch.scenarios.data.fine_foods import load_reviews
 from atpatch.scenarios.data.text_triggers import TextTrigger, debugging_set, poison_train, token_labels, triggered_test
 from atpatch.core.errors import AtPatchError
-from atpatch.scenarios.tables import read_split, write_splits
+from atpatch.scenarios.tables import debug_labels, read_split, write_splits  # noqa: F401 (kind member)
 from atpatch.scenarios.models.text import build_text_classifier, encode, load_tokenizer, text_layout, trim
 from atpatch.scenarios.training import train_classifier
 from atpatch.scenarios.validation import table_expectations, validate_split
@@ -102,11 +102,6 @@ def train_victim(params: dict, log) -> torch.nn.Module:
 
 def spans(frame: pd.DataFrame) -> list[list[tuple[int, int]]]:
     return [[(int(a), int(b)) for a, b in row] for row in frame["spans"]]
-
-
-def debug_labels(params: dict) -> np.ndarray:
-    """True labels of the debugging split, in debug_set's order."""
-    return read_split(params, "debug")["label"].to_numpy()
 
 
 def debug_set(params: dict, model) -> dict:

@@ -21,7 +21,7 @@ from atpatch.scenarios.data.fine_foods import load_reviews
 from atpatch.scenarios.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, gendered_word_ids,
                                    skewed_split, swap_gender, text_gender)
 from atpatch.core.errors import AtPatchError
-from atpatch.scenarios.tables import read_split, write_splits
+from atpatch.scenarios.tables import debug_frame, debug_labels, read_split, write_splits  # noqa: F401 (kind members)
 from atpatch.core.features import TokenLayout
 from atpatch.scenarios import candidate_policy, text_backdoor
 from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, limit, rng,  # noqa: F401
@@ -69,16 +69,6 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     print(f"generate: {summary['rows']}, {summary['changed_by_skew']} training labels changed by the skew, "
           f"genders {counts['test']} in test -> {out} in {time.perf_counter() - t0:.1f} s")
     return summary
-
-
-def debug_frame(params: dict) -> pd.DataFrame:
-    """The debugging split's rows (the counterfactual baselines read its protected values)."""
-    return read_split(params, "debug")
-
-
-def debug_labels(params: dict) -> np.ndarray:
-    """True labels of the debugging split, in debug_set's order."""
-    return debug_frame(params)["label"].to_numpy()
 
 
 def debug_set(params: dict, model) -> dict:
