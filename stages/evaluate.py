@@ -3,8 +3,9 @@
 Backdoor scenarios: CA, ASR, ASR floor, DER, detection, pass-through, latency. Fairness scenarios:
 accuracy, counterfactual flip rate, demographic parity and equalized odds differences per
 protected attribute, detection, latency. Both: the attention-mediation check on the debugging
-split (atpatch.eval.mediation), which the gate reads. Writes metrics/<scenario>/evaluate.json, a ROC CSV for
-DVC plots and PNG figures under plots/<scenario>/; everything also goes to MLflow.
+split (atpatch.eval.mediation), which the gate reads. Writes metrics/<scenario>/evaluate.json (everything),
+metrics/headline/<scenario>.json (the few numbers `dvc metrics show` prints), a ROC CSV and PNG figures
+under plots/<scenario>/ (`dvc plots show`); everything also goes to MLflow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import mlflow
 import torch
 
 from atpatch.core.detector import Detector
+from atpatch.eval.headline import headline
 from atpatch.io import write_json_atomic
 from atpatch.scenarios.models.loading import load_classifier
 from atpatch.scenarios import is_fairness, kind_module, stage_params
@@ -55,6 +57,7 @@ def main(params: dict) -> dict:
         report["mediation"] = evaluator.mediation(params, kind, model, det)
         files = evaluator.figures(Path(p["plots"]), model, det, data, report, raw, report["default_mode"])
         write_json_atomic(p["out"], report)
+        write_json_atomic(p["headline"], headline(report, is_fairness(params)))
         log_report(report, files, Path(p["out"]))
     evaluator.print_table(report)
     print(report["mediation"]["message"])

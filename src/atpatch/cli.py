@@ -159,7 +159,7 @@ def run(scenario: str = ScenarioOpt,
     """Run a scenario's pipeline end to end through DVC, streaming progress.
 
     Runs `dvc repro register@SCENARIO` in the repository (profile default) or in the workspace
-    .work/PROFILE made from params.yaml + profiles/PROFILE.yaml.
+    .work/PROFILE made from params.yaml + profiles/PROFILE.yaml, whose own git then records the run.
     """
     root = _root(root)
     scenario = _scenario(scenario, root)
@@ -183,6 +183,10 @@ def run(scenario: str = ScenarioOpt,
     code = _stream(cmd, workdir, pipeline_env(workdir))
     if code != 0:
         raise UserError(f"dvc repro {target} failed (exit {code}) in {workdir}; the failing stage's output is above")
+    if profile != DEFAULT_PROFILE:  # the workspace's baseline for dvc params/metrics diff and dvc exp
+        from atpatch.ops.workspace import commit_workspace
+
+        commit_workspace(workdir, f"atpatch run --scenario {scenario} --profile {profile}")
     console.print(f"[green]done[/green]: {scenario} ({profile}); metrics in {workdir / conventions.report_path(scenario, 'evaluate')}")
 
 

@@ -23,6 +23,10 @@ REPORTS_DIR = "reports"              # HTML reports and `atpatch inspect` pictur
 # Where each stage writes, per scenario `{s}`; dvc.yaml declares the same paths with ${key}.
 DATA_DIR = "data/{s}"
 METRICS_DIR = "metrics/{s}"
+# One small JSON of headline numbers per scenario, alone in its folder: dvc.yaml's top-level
+# `metrics:` points at the folder, so `dvc metrics show` is one short row per scenario that has run.
+HEADLINE_DIR = "metrics/headline"
+PLOTS_DIR = "plots"                  # plots/<scenario>/: dvc.yaml's top-level `plots:` draws them all
 OUT_PATHS = {
     "generate": f"{DATA_DIR}/generated",
     "train_victim": f"{DATA_DIR}/victim",
@@ -32,7 +36,9 @@ OUT_PATHS = {
     "gate": f"{METRICS_DIR}/gate.json",
     "register": f"{METRICS_DIR}/register.json",
 }
-EXTRA_PATHS = {("train_detector", "metrics"): f"{METRICS_DIR}/detector.json", ("evaluate", "plots"): "plots/{s}"}
+EXTRA_PATHS = {("train_detector", "metrics"): f"{METRICS_DIR}/detector.json",
+               ("evaluate", "plots"): f"{PLOTS_DIR}/{{s}}",
+               ("evaluate", "headline"): f"{HEADLINE_DIR}/{{s}}.json"}
 # The JSON reports a scenario's metrics folder can hold (`atpatch report` reads them).
 REPORT_FILES = ("evaluate", "gate", "register", "detector")
 

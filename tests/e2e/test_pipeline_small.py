@@ -1,6 +1,6 @@
 """End to end on the small profile: DVC, the Prefect flows, the MLflow registry, a failing split.
 
-One workspace (profiles/small.yaml, loose gate thresholds) in a temp dir, with its own DVC
+One workspace (profiles/small.yaml, the gate's own thresholds) in a temp dir, with its own DVC
 cache, MLflow store and Prefect home. The tests run in file order and share it:
 
 (a) `dvc repro` runs every stage; a second one runs nothing; the registry holds the champion.
@@ -26,6 +26,7 @@ import yaml
 from _outcomes import assert_the_patch_works
 from _workspace_env import env_for  # noqa: E402
 
+from atpatch.eval.mediation import MAX_GAP
 from atpatch.scenarios import scenario_params
 
 pytestmark = pytest.mark.e2e
@@ -45,12 +46,6 @@ def for_scenario(section: dict) -> dict:
     return {"scenarios": {SCENARIO: section}}
 
 
-# Loose gate for the first run so that a champion exists; the small profile is about mechanics.
-# The small victim's known-token patch leaves the fault within a few points of the clean rate, close to
-# the default limit, so the mediation check is loosened too (test (a) checks what it measured).
-LOOSE_GATE = for_scenario({"gate": {"max_ca_drop": 1.0, "max_asr_over_floor": 1.0, "max_clean_flag_rate": 1.0,
-                                    "min_column_auroc": 0.0, "regression_tolerance": 1.0, "max_mediation_gap": 1.0,
-                                    "force_fail": False}})
 TIMINGS: dict[str, float] = {}
 
 
@@ -112,7 +107,7 @@ def ws(tmp_path_factory):
         for key, value in env_for(path).items():
             mp.setenv(key, value)
         t0 = time.perf_counter()
-        make_workspace(path, "small", LOOSE_GATE)
+        make_workspace(path, "small")  # the profile as users run it: its gate passes
         TIMINGS["make_workspace"] = round(time.perf_counter() - t0, 1)
         first = dvc(path, "repro", TARGET, label="(first, all stages)")
         yield {"path": path, "first": first}
@@ -148,7 +143,7 @@ def test_repro_runs_every_stage(ws):
                                                        ("CA", "ASR", "DER", "input_flag_rate_clean",
                                                         "column_auroc")}}))
     # The profile's purpose: the victim learned the backdoor, so there is something to patch; and the
-    # patch removes it (the gate's thresholds are loosened here, the outcome is not).
+    # patch removes it, by the gate's own thresholds (params.yaml's, which the profile keeps).
     assert report["unpatched"]["ASR"] > report["unpatched"]["ASR_floor"] + 0.3
     params = yaml.safe_load((path / "params.yaml").read_text())
     assert_the_patch_works(report, scenario_params(params, SCENARIO)["train_detector"]["calibration_fpr"])
@@ -161,13 +156,62 @@ def test_repro_runs_every_stage(ws):
     assert mediation["fault_rate_known_patched"] < mediation["fault_rate_unpatched"] - 0.5
     assert mediation["gap"] < 0.1  # most of the way to the clean rate (the value-borne victim: test_mediation_small)
     check = next(c for c in gate["checks"] if c["name"] == "attention_mediation")
-    assert check["value"] == pytest.approx(mediation["gap"]) and check["limit"] == 1.0 and check["passed"]
+    limit = scenario_params(params, SCENARIO)["gate"].get("max_mediation_gap") or MAX_GAP
+    assert check["value"] == pytest.approx(mediation["gap"]) and check["limit"] == limit and check["passed"]
 
 
 def test_second_repro_runs_nothing(ws):
     res = dvc(ws["path"], "repro", TARGET, label="(second, nothing to do)")
     assert ran(res) == []
     assert "Data and pipelines are up to date" in res.stdout
+
+
+def test_metrics_show_is_one_readable_row_per_scenario_that_ran(ws):
+    res = dvc(ws["path"], "metrics", "show")
+    assert "failed to load" not in res.stdout + res.stderr  # other scenarios have not run here
+    header, *rows = [line.split() for line in res.stdout.strip().splitlines()]
+    assert [r[0] for r in rows] == [f"metrics/headline/{SCENARIO}.json"]
+    assert {"CA_before", "CA_after", "ASR_before", "ASR_after", "ASR_floor", "flagged_clean"} <= set(header)
+    assert len(header) <= 12, header  # the headline, not every breakdown and definition
+    after = float(rows[0][header.index("ASR_after")])
+    assert after == pytest.approx(read_json(ws["path"], "evaluate.json")["patched"]["two-pass"]["ASR"], abs=1e-4)
+
+
+def test_plots_show_draws_the_roc_and_the_figures(ws, tmp_path):
+    res = dvc(ws["path"], "plots", "show", "-o", str(tmp_path / "plots"))
+    assert "failed to load" not in res.stdout + res.stderr
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert f"plots/{SCENARIO}/roc.csv" in page and '"fpr"' in page  # the ROC as a curve of its CSV
+    for png in ("before_after.png", "attention_maps.png"):
+        assert (tmp_path / "plots" / "static" / f"workspace_plots_{SCENARIO}_{png}").is_file(), png
+
+
+def test_experiment_runs_and_diffs_against_the_committed_baseline(ws):
+    """`dvc exp run -S` in the small workspace (its own git), then params and metrics diffs against the
+    run `atpatch run` committed; the workspace is put back afterwards."""
+    from atpatch.ops.workspace import commit_workspace
+
+    path = ws["path"]
+    commit_workspace(path, "baseline")  # what `atpatch run --profile small` does after a run
+    key = f"scenarios.{SCENARIO}.patch.benign_value"
+    try:
+        res = dvc(path, "exp", "run", "-S", f"{key}=zero", f"evaluate@{SCENARIO}", label="(experiment)")
+        assert f"Running stage 'evaluate@{SCENARIO}'" in res.stdout
+        exps = json.loads(dvc(path, "exp", "show", "--json").stdout)
+        values = [e["data"]["params"]["params.yaml"]["data"]["scenarios"][SCENARIO]["patch"]["benign_value"]
+                  for b in exps for e in [b, *[x for x in (b.get("experiments") or [])
+                                                 for x in x.get("revs", [])]] if e.get("data")]
+        assert "zero" in values and "unified" in values, values
+        params = dvc(path, "params", "diff", "--json").stdout
+        assert json.loads(params)["params.yaml"][key] == {"old": "unified", "new": "zero"}
+        metrics = json.loads(dvc(path, "metrics", "diff", "--all", "--json").stdout)
+        row = metrics[f"metrics/headline/{SCENARIO}.json"]
+        assert {"CA_after", "ASR_after", "flagged_faulty"} <= set(row)
+        new = json.loads((path / "metrics" / "headline" / f"{SCENARIO}.json").read_text())
+        assert row["ASR_after"]["new"] == new["ASR_after"]
+    finally:
+        subprocess.run(["git", "checkout", "--", "."], cwd=path, check=True)
+    assert ran(dvc(path, "repro", TARGET, label="(after the experiment)")) == []
 
 
 def test_registered_champion(ws):

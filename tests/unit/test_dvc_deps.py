@@ -11,7 +11,8 @@ import yaml
 
 from dvc_graph import REPO, covered, needed_files
 
-DVC = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+DVC_FILE = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+DVC = DVC_FILE["stages"]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
 
 
@@ -57,15 +58,17 @@ def test_every_declared_section_exists_in_every_scenario_and_in_defaults():
 
 def test_outputs_follow_the_conventions():
     """dvc.yaml writes each stage's output where atpatch.conventions says it is (the CLI, report and
-    registry read it there)."""
-    from atpatch.conventions import EXTRA_PATHS, OUT_PATHS
+    registry read it there), and its top-level metrics and plots are the conventions' folders."""
+    from atpatch.conventions import EXTRA_PATHS, HEADLINE_DIR, OUT_PATHS, PLOTS_DIR
 
-    def declared(stage: str, key: str) -> set[str]:
-        return {o if isinstance(o, str) else next(iter(o)) for o in DVC[stage]["do"].get(key) or []}
+    def declared(stage: str) -> set[str]:
+        return {o if isinstance(o, str) else next(iter(o)) for o in DVC[stage]["do"].get("outs") or []}
 
     for stage, pattern in OUT_PATHS.items():
-        path = pattern.format(s="${key}")
-        assert path in declared(stage, "outs") | declared(stage, "metrics"), (stage, path)
+        assert pattern.format(s="${key}") in declared(stage), stage
     for (stage, _), pattern in EXTRA_PATHS.items():
-        path = pattern.format(s="${key}")
-        assert any(p == path or p.startswith(path + "/") for p in declared(stage, "metrics") | declared(stage, "plots"))
+        assert pattern.format(s="${key}") in declared(stage), stage
+    assert DVC_FILE["metrics"] == [HEADLINE_DIR]
+    assert [next(iter(p)) if isinstance(p, dict) else p for p in DVC_FILE["plots"]] == [PLOTS_DIR]
+    assert not any(DVC[s]["do"].get(key) for s in DVC for key in ("metrics", "plots")), \
+        "stage-level metrics/plots list every scenario's files, and a scenario that has not run is an error"

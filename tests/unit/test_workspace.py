@@ -54,7 +54,9 @@ def test_small_profile_overrides_only_what_it_names(tmp_path):
     full = yaml.safe_load((REPO / "params.yaml").read_text())
     small_all = merged_params("small", {"scenarios": {"vision-backdoor": {"gate": {"force_fail": True}}}})
     small, vision = small_all["scenarios"]["vision-backdoor"], full["scenarios"]["vision-backdoor"]
-    assert small["generate"]["train_limit"] == 6000
+    profile = yaml.safe_load((REPO / "profiles" / "small.yaml").read_text())["scenarios"]["vision-backdoor"]
+    assert small["generate"]["train_limit"] == profile["generate"]["train_limit"] != vision["generate"]["train_limit"]
+    assert small["train_victim"]["architecture"] == vision["train_victim"]["architecture"]  # not named: kept
     assert small["generate"]["debug"]["min_overlap"] == vision["generate"]["debug"]["min_overlap"]
     assert small["evaluate"]["batch_size"] == vision["evaluate"]["batch_size"]
     assert small_all["defaults"]["train_detector"]["network"]["steps"] == 300

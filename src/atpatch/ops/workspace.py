@@ -1,8 +1,10 @@
 """Self-contained pipeline workspaces: the repo's dvc.yaml and stages with merged params.
 
-A workspace is a directory that DVC can reproduce on its own (its own `.dvc/`, cache, lock
-file, MLflow store, Prefect home), used for the small profile (`make run-small`) and the
-end-to-end tests. It holds:
+A workspace is a directory that DVC can reproduce on its own (its own git repository, `.dvc/`,
+cache, lock file, MLflow store, Prefect home), used for the small profile (`make run-small`) and the
+end-to-end tests. Its own git history is what makes DVC's experiment commands work there
+(`dvc exp run -S`, `dvc params diff`, `dvc metrics diff`): the workspace is committed when it is
+made and after each `atpatch run` (`commit_workspace`). It holds:
 
 - `dvc.yaml` and `stages/` copied from the repository;
 - `src` as a symlink to the repository's `src` (dvc.yaml lists `src/atpatch/...` deps; the
@@ -93,6 +95,39 @@ def check_no_hand_edits(dest: Path, profile: str | None) -> None:
                            f"the edits. Move them into {source} (or pass them with --set), or delete {path}")
 
 
+# What a workspace's git never tracks: the data (DVC tracks it; ignored up front, as a workspace made
+# without git holds data that DVC never listed in a .gitignore), and the stores and caches of runs.
+WORKSPACE_GITIGNORE = "/data/\n.dvc/cache/\n.dvc/tmp/\n.dvc/site_cache/\ndvc_plots/\nmlflow.db\nmlartifacts/\nmlruns/\n.prefect/\n.cache/\nreports/\n" + PARAMS_STAMP + "\n"
+
+
+def _git(dest: Path, *args: str) -> str:
+    res = subprocess.run(["git", *args], cwd=dest, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise AtPatchError(f"git {' '.join(args)} in {dest} failed (exit {res.returncode}): "
+                           f"{(res.stdout + res.stderr).strip()[-500:]}")
+    return res.stdout
+
+
+def commit_workspace(dest: Path | str, message: str) -> bool:
+    """Commit everything git tracks in the workspace (params, dvc.lock, metrics, plots) as the baseline
+    that `dvc params diff`, `dvc metrics diff` and `dvc exp` compare with; False when nothing changed."""
+    dest = Path(dest)
+    _git(dest, "add", "-A")
+    if not _git(dest, "status", "--porcelain").strip():
+        return False
+    _git(dest, "commit", "-q", "-m", message)
+    return True
+
+
+def _init_git(dest: Path) -> None:
+    """A git repository of the workspace's own (never the enclosing project's), with a local identity:
+    DVC's experiments commit to it."""
+    _git(dest, "init", "-q")
+    _git(dest, "config", "user.name", "atpatch workspace")
+    _git(dest, "config", "user.email", "atpatch@localhost")
+    (dest / ".gitignore").write_text(WORKSPACE_GITIGNORE, encoding="utf-8")
+
+
 def _dvc(dest: Path, *args: str) -> None:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(dest / ".dvc" / "site_cache")}
     res = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=dest, env=env, capture_output=True, text=True)
@@ -149,18 +184,21 @@ def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str
     write_params(dest, params)
 
     fresh = not (dest / ".dvc").is_dir()
+    if not (dest / ".git").exists():
+        _init_git(dest)
     if fresh:
-        _dvc(dest, "init", "--no-scm", "-q")
-        # As the repository's .dvc/config (one dvc call less than `dvc config` twice); absolute
-        # site cache path: DVC reads a relative one against its working directory.
-        (dest / ".dvc" / "config").write_text(
-            "[core]\n    no_scm = True\n    analytics = false\n"
-            f"    site_cache_dir = {dest / '.dvc' / 'site_cache'}\n", encoding="utf-8")
+        _dvc(dest, "init", "-q")
+    # As the repository's .dvc/config (one dvc call less than `dvc config` twice); absolute site cache
+    # path: DVC reads a relative one against its working directory. Written each time: a workspace
+    # made before it had git (no_scm) becomes a git-backed one.
+    (dest / ".dvc" / "config").write_text(
+        f"[core]\n    analytics = false\n    site_cache_dir = {dest / '.dvc' / 'site_cache'}\n", encoding="utf-8")
 
     copied = copy_raw_sources(dest, params, repo, Path(raw_cache) if raw_cache else None)
     if copied and (fresh or not (dest / "dvc.lock").is_file()):
         # Record the present files as stage fetch's outputs so that `dvc repro` keeps them.
         _dvc(dest, "commit", "--force", "-q", *[f"fetch@{name}" for name in copied])
+    commit_workspace(dest, f"workspace from params.yaml + profile {profile}" if profile else "workspace from params.yaml")
     return dest
 
 
