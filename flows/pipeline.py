@@ -5,7 +5,9 @@ The flow holds no stage logic: each task runs one stage of the workspace's dvc.y
 updates dvc.lock), so `dvc repro` and this flow execute the same code and share one lock file.
 Prefect adds retries (2, 5 s apart), logging of the stage's output and run history.
 
-    python flows/pipeline.py [--workdir DIR] [--scenario S] [--stages gate register] [--force]
+Each run ends with a Prefect artifact: the scenario's headline metrics and the gate decision (artifacts.py).
+
+    python flows/pipeline.py [--workdir DIR | --profile P] [--scenario S] [--stages gate register] [--force]
 """
 
 from __future__ import annotations
@@ -19,11 +21,25 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from prefect import flow, get_run_logger, task
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ is not a package
 
-from atpatch.conventions import PARAMS_FILE, environment
+from prefect import flow, get_run_logger, task  # noqa: E402
+
+from artifacts import publish_summary  # noqa: E402
+from atpatch.conventions import PARAMS_FILE, PIPELINE_FLOW, environment  # noqa: E402
+from atpatch.core.errors import AtPatchError  # noqa: E402
+from atpatch.ops.workspace import profile_workdir  # noqa: E402
 
 TAIL_LINES = 40
+REPO = Path(__file__).resolve().parent.parent
+
+
+def resolve_workdir(workdir: str | None = None, profile: str | None = None) -> str:
+    """The directory a flow runs the pipeline in: `workdir` (default: the working directory), or the
+    workspace of `profile`, made or refreshed from this repository (the repository for `default`)."""
+    if workdir and profile:
+        raise ValueError(f"give a workdir or a profile, not both (workdir {workdir!r}, profile {profile!r})")
+    return str(profile_workdir(profile, REPO) if profile else Path(workdir or ".").resolve())
 
 
 def dvc_stages(workdir: str | Path = ".") -> list[str]:
@@ -117,17 +133,20 @@ def dvc_stage(stage: str, workdir: str, force: bool = False) -> dict[str, Any]:
     return result
 
 
-@flow(name="atpatch-pipeline")
-def atpatch_pipeline(workdir: str = ".", stages: list[str] | None = None, force: bool = False,
-                     scenario: str | None = None) -> list[dict]:
-    """Run one scenario's DVC stages in `workdir` (all, or `stages`) in dvc.yaml order, one task each.
+@flow(name=PIPELINE_FLOW)
+def atpatch_pipeline(workdir: str | None = None, stages: list[str] | None = None, force: bool = False,
+                     scenario: str | None = None, profile: str | None = None) -> list[dict]:
+    """Run one scenario's DVC stages in `workdir` or `profile`'s workspace (all, or `stages`) in dvc.yaml
+    order, one task each; then publish the metrics artifact.
 
     force: rerun the selected stages even when DVC finds them up to date.
     """
-    workdir = str(Path(workdir).resolve())
+    workdir = resolve_workdir(workdir, profile)
+    scenario, _ = scenario_of(workdir, scenario)
     results = []
     for stage in select_stages(workdir, stages, scenario):
         results.append(dvc_stage(stage, workdir, force))
+    publish_summary(workdir, scenario)
     return results
 
 
@@ -138,7 +157,7 @@ def no_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
-def run_pipeline(workdir: str = ".", stages: list[str] | None = None, force: bool = False,
+def run_pipeline(workdir: str | None = None, stages: list[str] | None = None, force: bool = False,
                  scenario: str | None = None) -> list[dict]:
     """`atpatch_pipeline` with heartbeats off (what the CLI calls)."""
     with no_heartbeats():
@@ -147,13 +166,15 @@ def run_pipeline(workdir: str = ".", stages: list[str] | None = None, force: boo
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workdir", default=".", help="directory holding dvc.yaml and params.yaml")
+    ap.add_argument("--workdir", default=None, help="directory holding dvc.yaml and params.yaml (default: .)")
+    ap.add_argument("--profile", default=None, help="run in this profile's workspace .work/<profile> (made or refreshed)")
     ap.add_argument("--stages", nargs="*", default=None, help="stage names (default: all)")
     ap.add_argument("--force", action="store_true", help="rerun the stages even when up to date")
     ap.add_argument("--scenario", default=None, help="a scenario of params.yaml (default: its `scenario`)")
     a = ap.parse_args(argv)
-    select_stages(a.workdir, a.stages, a.scenario)  # a bad argument is an error before Prefect starts
-    for r in run_pipeline(a.workdir, a.stages, a.force, a.scenario):
+    workdir = resolve_workdir(a.workdir, a.profile)
+    select_stages(workdir, a.stages, a.scenario)  # a bad argument is an error before Prefect starts
+    for r in run_pipeline(workdir, a.stages, a.force, a.scenario):
         print(f"{r['stage']}: {'ran' if r['ran'] else 'up to date'} ({r['seconds']:.1f} s)")
 
 
@@ -163,7 +184,7 @@ def one_line_errors(main: Callable[[], Any]) -> None:
     own output was streamed above it."""
     try:
         main()
-    except (ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError, AtPatchError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         sys.exit(1)
 

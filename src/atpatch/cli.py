@@ -163,18 +163,12 @@ def run(scenario: str = ScenarioOpt,
     """
     root = _root(root)
     scenario = _scenario(scenario, root)
-    if profile == DEFAULT_PROFILE:
-        workdir = root
-    else:
-        from atpatch.ops.workspace import make_workspace, profile_path
+    from atpatch.ops.workspace import profile_workdir
 
-        if not profile_path(profile, root).is_file():
-            raise UserError(f"--profile {profile}: {profile_path(profile, root)} not found (profiles: "
-                            f"{', '.join([DEFAULT_PROFILE, *sorted(p.stem for p in (root / conventions.PROFILES_DIR).glob('*.yaml'))])})")
-        workdir = conventions.workspace_dir(profile, root)
-        if not dry_run:
-            console.print(f"[dim]workspace {workdir} (profile {profile})[/dim]")
-            workdir = make_workspace(workdir, profile, repo=root)
+    workdir = profile_workdir(profile, root, create=False)  # checks the profile before anything is made
+    if profile != DEFAULT_PROFILE and not dry_run:
+        console.print(f"[dim]workspace {workdir} (profile {profile})[/dim]")
+        workdir = profile_workdir(profile, root)
     target = repro_target(workdir if workdir.joinpath("dvc.yaml").is_file() else root, scenario)
     cmd = [sys.executable, "-m", "dvc", "repro", target]
     if dry_run:

@@ -54,6 +54,12 @@ FAIRNESS_KINDS = ("tabular-fairness", "text-fairness")
 CHALLENGER_ALIAS = "challenger"      # every registered version that was evaluated
 CHAMPION_ALIAS = "champion"          # only a version that passed the gate
 
+# Prefect: the flows, the work pool their deployments use, the nightly schedule.
+PIPELINE_FLOW = "atpatch-pipeline"
+NIGHTLY_FLOW = "atpatch-nightly-reevaluate"
+WORK_POOL = "atpatch"                # a pool of type process
+NIGHTLY_CRON = "0 3 * * *"
+
 
 def out_path(stage: str, scenario: str) -> str:
     """The output of `stage` for `scenario`, relative to the project root."""
@@ -81,6 +87,16 @@ def raw_dir(source: str) -> str:
 def model_name(scenario: str) -> str:
     """The registered model of a scenario."""
     return f"atpatch-{scenario}"
+
+
+def deployment_name(scenario: str, profile: str = DEFAULT_PROFILE) -> str:
+    """The nightly deployment of a scenario: `<scenario>`, or `<scenario>-<profile>` for another profile."""
+    return scenario if profile == DEFAULT_PROFILE else f"{scenario}-{profile}"
+
+
+def artifact_key(scenario: str) -> str:
+    """The Prefect artifact key of a scenario's metrics and gate summary (lowercase, digits, dashes only)."""
+    return f"{scenario.lower().replace('_', '-')}-metrics"
 
 
 def profile_file(profile: str, root: str | Path = ".") -> Path:

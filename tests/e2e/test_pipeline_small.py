@@ -5,7 +5,7 @@ cache, MLflow store and Prefect home. The tests run in file order and share it:
 
 (a) `dvc repro` runs every stage; a second one runs nothing; the registry holds the champion.
 (b) the Prefect pipeline flow forces gate + register, then finds every stage up to date;
-    the nightly flow and its deployment.
+    the nightly flow, in process and as a scheduled deployment run by a worker of a real Prefect server.
 (c) gate.force_fail: the new version becomes `challenger`, `champion` stays.
 (d) a generate param that breaks a split's validation: `dvc repro` fails at generate naming the
     split and the expectation, and the previous generated data stays byte-identical.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _outcomes import assert_the_patch_works
+from _prefect_server import api_get, api_post, prefect_server, run_cli
 from _workspace_env import env_for  # noqa: E402
 
 from atpatch.eval.mediation import MAX_GAP
@@ -293,29 +295,43 @@ def test_nightly_flow_skips_registration_on_failed_gate(ws, harness):
     assert versions(path) == [1, 2, 3] and alias(path, "champion") == 2
 
 
-def test_deployment_applies(ws, harness):
-    import asyncio
+def test_scheduled_deployment_runs_on_a_worker(ws, tmp_path):
+    """docs/schedules.md's commands against a real Prefect server: the deployment (cron 03:00) is applied by
+    flows/deploy.py, a run is queued, and a process worker started OUTSIDE the repository runs it: the code
+    arrives by the deployment's pull step. The nightly flow rewrites gate.json (deleted first, so only the
+    run can bring it back) and leaves the metrics-and-gate artifact on the server."""
+    from atpatch.conventions import NIGHTLY_CRON, NIGHTLY_FLOW, WORK_POOL, artifact_key
 
-    import deploy
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    path = ws["path"]
+    (path / METRICS / "gate.json").unlink()
+    before = versions(path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    t0 = time.perf_counter()
+    with prefect_server(tmp_path / "prefect", dict(os.environ)) as env:
+        TIMINGS["prefect server start"] = round(time.perf_counter() - t0, 1)
+        run_cli(env, REPO, "prefect", "work-pool", "create", WORK_POOL, "--type", "process")
+        run_cli(env, REPO, "python", "flows/deploy.py", "--workdir", str(path))
+        queued = run_cli(env, REPO, "prefect", "deployment", "run", f"{NIGHTLY_FLOW}/{SCENARIO}")
+        run_id = re.search(r"UUID: ([0-9a-f-]{36})", queued).group(1)
+        t1 = time.perf_counter()
+        worker = run_cli(env, outside, "prefect", "worker", "start", "--pool", WORK_POOL, "--run-once", timeout=900)
+        TIMINGS["worker --run-once (nightly: evaluate + gate forced)"] = round(time.perf_counter() - t1, 1)
+        run = api_get(env, f"flow_runs/{run_id}")
+        deployment = api_get(env, f"deployments/{run['deployment_id']}")
+        artifacts = api_post(env, "artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
+    TIMINGS["real server: start to teardown"] = round(time.perf_counter() - t0, 1)
 
-    async def make_pool():
-        async with get_client() as c:
-            await c.create_work_pool(WorkPoolCreate(name="atpatch-test", type="process"))
-
-    asyncio.run(make_pool())
-    deployment_id = deploy.main(["--pool", "atpatch-test", "--workdir", str(ws["path"])])
-
-    async def read():
-        async with get_client() as c:
-            return await c.read_deployment(deployment_id)
-
-    dep = asyncio.run(read())
-    assert dep.name == "nightly-reevaluate" and dep.work_pool_name == "atpatch-test"
-    assert dep.entrypoint == "flows/nightly.py:nightly_reevaluate"
-    assert dep.parameters["workdir"] == str(ws["path"])
-    assert [s.schedule.cron for s in dep.schedules] == ["0 3 * * *"]
+    assert run["state"]["type"] == "COMPLETED", worker[-3000:]
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == [NIGHTLY_CRON]
+    assert deployment["parameters"] == {"scenario": SCENARIO, "workdir": str(path)}
+    assert deployment["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    gate = read_json(path, "gate.json")  # written again, by the run
+    assert versions(path) == (before + [max(before) + 1] if gate["passed"] else before)
+    [artifact] = [a for a in artifacts if a["key"] == artifact_key(SCENARIO)]
+    evaluate = read_json(path, "evaluate.json")
+    assert f"| CA | {evaluate['unpatched']['CA']:.4f} | {evaluate['patched']['two-pass']['CA']:.4f} |" in artifact["data"]
+    assert f"**gate: {'PASSED' if gate['passed'] else 'FAILED: ' + '; '.join(gate['reasons'])}**" in artifact["data"]
 
 
 # ---------------------------------------------------------------- (d) invalid split

@@ -25,3 +25,32 @@ def test_unknown_scenario_and_missing_workspace_are_one_line(script, tmp_path):
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
         assert lines[-1].startswith("error: ") and needle in lines[-1], lines
+
+
+def test_deploy_checks_its_arguments_before_prefect(tmp_path):
+    for args, needle in ((["--scenario", "nope"], "unknown scenario 'nope'"),
+                         (["--profile", "huge"], "--profile huge: "),
+                         (["--profile", "small", "--workdir", str(REPO)], "not both")):
+        res = _run("deploy.py", *args, cwd=tmp_path)
+        assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("error: "), res.stderr[-2000:]
+        assert needle in res.stderr
+
+
+def test_deployments_name_their_scenario_and_ship_the_code_by_a_pull_step(monkeypatch, tmp_path):
+    """One deployment per scenario, the scenario and profile as its parameters, and the repository as the
+    code's source: the pull step sets the working directory, so a worker started anywhere finds flows/."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(REPO / "flows"))
+    import deploy
+
+    from atpatch.conventions import NIGHTLY_CRON, WORK_POOL
+
+    built = deploy.build(["vision-backdoor", "text-fairness"], profile="small")
+    assert [d.name for d in built] == ["vision-backdoor-small", "text-fairness-small"]
+    assert [d.parameters for d in built] == [{"scenario": s, "profile": "small"} for s in ("vision-backdoor", "text-fairness")]
+    for d in built:
+        assert d.entrypoint == "flows/nightly.py:nightly_reevaluate" and d.work_pool_name == WORK_POOL
+        assert d.storage.to_pull_step() == {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+        assert [s.schedule.cron for s in d.schedules] == [NIGHTLY_CRON]
+    [repo] = deploy.build(["vision-backdoor"])
+    assert repo.name == "vision-backdoor" and repo.parameters == {"scenario": "vision-backdoor", "profile": "default"}

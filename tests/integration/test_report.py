@@ -128,3 +128,22 @@ def test_report_renders_in_headless_chromium(root):
     verdict = f"Gate: {'PASSED' if gate['passed'] else 'FAILED'}"
     assert dumped.returncode == 0 and verdict in dumped.stdout
     assert f"{evaluate['unpatched']['CA']:.4f}" in dumped.stdout
+
+
+def test_markdown_summary_has_headline_metrics_and_each_gate_check(root):
+    """The flows' run artifact: headline rows before -> after in a fixed order, the decision and every check."""
+    from atpatch.eval.report import load_reports, markdown_summary
+
+    reports = load_reports(SCENARIO, root)
+    text = markdown_summary(SCENARIO, reports)
+    before, after = reports["evaluate"]["unpatched"], reports["evaluate"]["patched"]["two-pass"]
+    assert f"| CA | {before['CA']:.4f} | {after['CA']:.4f} |" in text
+    assert f"| ASR | {before['ASR']:.4f} | {after['ASR']:.4f} |" in text
+    assert text.index("| CA |") < text.index("| ASR |") < text.index("| input_flag_rate_clean |")
+    assert "| DER |" not in text  # headline only; `atpatch report` has the rest
+    gate = reports["gate"]
+    assert f"**gate: {'PASSED' if gate['passed'] else 'FAILED'}" in text
+    for check in gate["checks"]:
+        assert f"| {check['name']} | {check['value']:.4f} | {check['comparison']} " in text, check["name"]
+    reports["gate"] = None
+    assert "**gate: no gate decision (gate.json not found)**" in markdown_summary(SCENARIO, reports)

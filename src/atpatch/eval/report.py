@@ -189,6 +189,33 @@ def gate_summary(gate: dict | None) -> str:
     return "FAILED" + (f": {'; '.join(map(str, reasons))}" if reasons else "")
 
 
+# -- Markdown (the Prefect flows' run artifact) ----------------------------------------------------
+# The numbers a reader of a run looks for first; a scenario shows those its evaluate.json has.
+HEADLINE = ("CA", "ASR", "ASR_floor", "flip_rate", "dp_diff", "eo_diff", "input_flag_rate_clean",
+            "input_flag_rate_triggered")
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def markdown_summary(scenario: str, reports: dict) -> str:
+    """Headline metrics before -> after and the gate decision with each check, as Markdown tables."""
+    mode, rows = metric_rows(reports["evaluate"])
+    lines = [f"## {scenario}: unpatched -> patched ({mode})", "", _md_row(["metric", "unpatched", "patched"]),
+             "|---|---:|---:|"]
+    shown = sorted((r for r in rows if r["name"] in HEADLINE), key=lambda r: HEADLINE.index(r["name"]))
+    lines += [_md_row([r["name"], format_value(r["before"]), format_value(r["after"])]) for r in shown]
+    gate = reports.get("gate")
+    lines += ["", f"**gate: {gate_summary(gate)}**"]
+    if gate:
+        lines += ["", _md_row(["check", "value", "required", "result"]), "|---|---:|---|---|"]
+        lines += [_md_row([c.get("name"), format_value(c.get("value")),
+                           f"{c.get('comparison', '')} {format_value(c.get('limit'))}",
+                           "pass" if c.get("passed") else "FAIL"]) for c in gate.get("checks") or []]
+    return "\n".join(lines) + "\n"
+
+
 # -- HTML ------------------------------------------------------------------------------------------
 CSS = """
 body{font-family:system-ui,-apple-system,"DejaVu Sans",sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from atpatch.core.errors import AtPatchError
-from atpatch.conventions import PARAMS_FILE, profile_file
+from atpatch.conventions import DEFAULT_PROFILE, PARAMS_FILE, PROFILES_DIR, profile_file, workspace_dir
 from atpatch.io import deep_merge
 
 REPO = Path(__file__).resolve().parents[3]
@@ -200,6 +200,20 @@ def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str
         _dvc(dest, "commit", "--force", "-q", *[f"fetch@{name}" for name in copied])
     commit_workspace(dest, f"workspace from params.yaml + profile {profile}" if profile else "workspace from params.yaml")
     return dest
+
+
+def profile_workdir(profile: str, repo: Path | str = REPO, create: bool = True) -> Path:
+    """Where profile `profile` runs: the repository itself for the default profile, else the workspace
+    .work/<profile>, made or refreshed with `create`. AtPatchError naming the known profiles when
+    profiles/<profile>.yaml does not exist."""
+    repo = Path(repo).resolve()
+    if profile == DEFAULT_PROFILE:
+        return repo
+    if not profile_path(profile, repo).is_file():
+        known = [DEFAULT_PROFILE, *sorted(p.stem for p in (repo / PROFILES_DIR).glob("*.yaml"))]
+        raise AtPatchError(f"--profile {profile}: {profile_path(profile, repo)} not found (profiles: {', '.join(known)})")
+    workdir = workspace_dir(profile, repo)
+    return make_workspace(workdir, profile, repo=repo) if create else workdir
 
 
 def main(argv: list[str] | None = None) -> None:
