@@ -183,7 +183,7 @@ def test_plots_show_draws_the_roc_and_the_figures(ws, tmp_path):
     res = dvc(ws["path"], "plots", "show", "-o", str(tmp_path / "plots"))
     assert "failed to load" not in res.stdout + res.stderr
     page = (tmp_path / "plots" / "index.html").read_text()
-    assert f"plots/{SCENARIO}/roc.csv" in page and '"fpr"' in page  # the ROC as a curve of its CSV
+    assert f"plots_{SCENARIO}_roc_csv" in page and '"fpr"' in page  # the ROC drawn from its CSV
     for png in ("before_after.png", "attention_maps.png"):
         assert (tmp_path / "plots" / "static" / f"workspace_plots_{SCENARIO}_{png}").is_file(), png
 
@@ -341,10 +341,14 @@ def test_registry_and_dvc_agree_after_a_params_round_trip(ws):
     """Change a param, repro, put it back, repro: gate and register run both times (their effect lives in
     the registry, which DVC's run cache cannot restore), so register.json, the aliases and dvc.lock agree."""
     path = ws["path"]
-    original = yaml.safe_load((path / "params.yaml").read_text())["scenarios"][SCENARIO]["gate"]["regression_tolerance"]
-    for value in (original / 2, original):
-        set_params(path, for_scenario({"gate": {"regression_tolerance": value}}))
-        res = dvc(path, "repro", TARGET, label=f"(gate.regression_tolerance {value})")
+    from atpatch.ops.workspace import deep_merge, write_params
+
+    original = yaml.safe_load((path / "params.yaml").read_text())
+    value = scenario_params(original, SCENARIO)["gate"]["regression_tolerance"] / 2
+    for params, label in ((deep_merge(original, for_scenario({"gate": {"regression_tolerance": value}})), value),
+                          (original, "put back")):
+        write_params(path, params)
+        res = dvc(path, "repro", TARGET, label=f"(gate.regression_tolerance {label})")
         assert ran(res) == STAGES[-2:] and "cached - skipping" not in res.stdout, res.stdout[-1500:]
         reg = read_json(path, "register.json")
         assert alias(path, "challenger") == int(reg["version"]) == max(versions(path))
