@@ -4,7 +4,9 @@ Backdoor scenarios: CA, ASR, ASR floor, DER, detection, pass-through, latency. F
 accuracy, counterfactual flip rate, demographic parity and equalized odds differences per
 protected attribute, detection, latency. Both: the attention-mediation check on the debugging
 split (atpatch.eval.mediation), which the gate reads. Writes metrics/<scenario>/evaluate.json, a ROC CSV for
-DVC plots and PNG figures under plots/<scenario>/; everything also goes to MLflow.
+DVC plots and PNG figures under plots/<scenario>/; everything also goes to MLflow. The report is checked
+(stored suite `metrics`: rates in [0, 1], latencies positive, counts not negative) before it is written:
+a failure leaves the previous evaluate.json in place.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from atpatch.core.detector import Detector
 from atpatch.io import write_json_atomic
 from atpatch.scenarios.models.loading import load_classifier
-from atpatch.scenarios import is_fairness, kind_module, stage_params
+from atpatch.scenarios import checks, is_fairness, kind_module, stage_params
 from atpatch.ops.tracking import stage_run
 
 
@@ -54,6 +56,7 @@ def main(params: dict) -> dict:
         report, raw = evaluator.evaluate(params, model, det, data)
         report["mediation"] = evaluator.mediation(params, kind, model, det)
         files = evaluator.figures(Path(p["plots"]), model, det, data, report, raw, report["default_mode"])
+        checks.metrics(p["out"], report, checks.docs_dir(params, "evaluate"))
         write_json_atomic(p["out"], report)
         log_report(report, files, Path(p["out"]))
     evaluator.print_table(report)

@@ -21,6 +21,7 @@ WORKSPACES_DIR = ".work"             # .work/<profile>: the DVC workspace of a n
 REPORTS_DIR = "reports"              # HTML reports and `atpatch inspect` pictures
 SUITES_DIR = "gx/expectations"       # Great Expectations suites, one JSON file per suite (in the repository)
 DATA_DOCS_DIR = f"{REPORTS_DIR}/data_docs"  # Data Docs: <scenario>/<stage>/index.html under a project root
+VALIDATED_STAGES = ("generate", "extract", "evaluate")  # the stages that run stored suites (Data Docs each)
 
 # Where each stage writes, per scenario `{s}`; dvc.yaml declares the same paths with ${key}.
 DATA_DIR = "data/{s}"

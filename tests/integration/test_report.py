@@ -128,3 +128,14 @@ def test_report_renders_in_headless_chromium(root):
     verdict = f"Gate: {'PASSED' if gate['passed'] else 'FAILED'}"
     assert dumped.returncode == 0 and verdict in dumped.stdout
     assert f"{evaluate['unpatched']['CA']:.4f}" in dumped.stdout
+
+
+def test_report_links_the_data_docs_each_stage_rendered(root):
+    from atpatch.eval.report import build_report
+
+    docs = root / "reports" / "data_docs" / SCENARIO / "generate" / "index.html"
+    docs.parent.mkdir(parents=True)
+    docs.write_text("<html></html>")
+    text = build_report(SCENARIO, root).read_text()
+    assert f'<a href="data_docs/{SCENARIO}/generate/index.html">Data Docs</a>' in text
+    assert "extract: <span class=\"muted\">no Data Docs yet" in text

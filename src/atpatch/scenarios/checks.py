@@ -22,6 +22,13 @@ from atpatch.scenarios.validation import validate
 
 NUM_CLASSES = 10  # Fashion-MNIST
 RAW_TABLE_SUITES = {"adult": "raw.adult", "compas": "raw.compas"}  # tabular data set -> its raw schema
+# The suites each stage runs (dvc.yaml declares their files as the stage's deps).
+STAGE_SUITES = {
+    "generate": ("raw.images", *RAW_TABLE_SUITES.values(), "raw.reviews", "generated.images", "generated.images.train",
+                 "generated.images.test_triggered", "generated.images.debug", "generated.tables", "generated.texts"),
+    "extract": ("features",),
+    "evaluate": ("metrics",),
+}
 
 
 def docs_dir(params: Mapping, stage: str, root: str | Path = ".") -> Path:
