@@ -69,3 +69,13 @@ def test_outputs_follow_the_conventions():
     for (stage, _), pattern in EXTRA_PATHS.items():
         path = pattern.format(s="${key}")
         assert any(p == path or p.startswith(path + "/") for p in declared(stage, "metrics") | declared(stage, "plots"))
+
+
+@pytest.mark.parametrize("stage", ["generate", "extract", "evaluate"])
+def test_a_stage_depends_on_the_stored_suites_it_runs(stage):
+    from atpatch.conventions import SUITES_DIR
+    from atpatch.scenarios.checks import STAGE_SUITES
+
+    missing = [f"{SUITES_DIR}/{name}.json" for name in STAGE_SUITES[stage]
+               if f"{SUITES_DIR}/{name}.json" not in deps(stage)]
+    assert not missing, f"dvc.yaml stage {stage}: add deps {missing}"
