@@ -296,7 +296,7 @@ def test_invalid_split_fails_generate_and_keeps_previous_data(ws):
     generated = path / "data" / SCENARIO / "generated"
     before = tree_hashes(generated)
     lock_before = (path / "dvc.lock").read_text()
-    # A target label outside 0..9: the poisoned training rows get it, so split 'train' fails
+    # A target label outside 0..9: the poisoned training rows get it, so the train split fails
     # its label expectation (Great Expectations) after everything was built, before the swap.
     set_params(path, for_scenario({"generate": {"target_label": 99}}))
     res = dvc(path, "repro", TARGET, check=False, label="(target_label 99)")
@@ -304,7 +304,8 @@ def test_invalid_split_fails_generate_and_keeps_previous_data(ws):
     assert res.returncode != 0
     assert ran(res) == [f"generate@{SCENARIO}"]
     assert f"failed to reproduce 'generate@{SCENARIO}'" in out
-    assert "split 'train' failed" in out and "expect_column_values_to_be_in_set(column='label'" in out
+    assert f"data/{SCENARIO}/generated/train: " in out and "expectation(s) failed" in out
+    assert "expect_column_values_to_be_in_set(column='label')" in out
     assert tree_hashes(generated) == before
     assert sorted(p.name for p in generated.parent.iterdir() if p.name.startswith(".generated")) == []
     assert (path / "dvc.lock").read_text() == lock_before
