@@ -142,6 +142,12 @@ def test_repro_runs_every_stage(ws):
     assert ran(res) == STAGES[1:]
     for name in ("detector.json", "evaluate.json", "gate.json", "register.json"):
         assert (path / METRICS / name).is_file(), name
+    # Each validating stage rendered its Data Docs into the workspace, not the repository.
+    from atpatch.conventions import VALIDATED_STAGES, data_docs_index
+
+    for stage in VALIDATED_STAGES:
+        assert (path / data_docs_index(SCENARIO, stage)).is_file(), stage
+        assert not (REPO / data_docs_index(SCENARIO, stage)).exists(), stage
     report = read_json(path, "evaluate.json")
     print("\nsmall profile:", json.dumps({"unpatched": report["unpatched"],
                                           "two-pass": {k: report["patched"]["two-pass"][k] for k in
