@@ -26,7 +26,6 @@ from atpatch.core.errors import DataValidationError
 REPO = Path(__file__).resolve().parents[3]
 _CONTEXT: Any = None
 _COUNTER = itertools.count()
-_SITES: dict[Path, str] = {}
 
 
 def suites_dir() -> Path:
@@ -64,26 +63,29 @@ def _context() -> Any:
 def _suite(name: str) -> Any:
     """The stored suite `name` in the context, added once per process (Data Docs render it by name)."""
     import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
 
     ctx = _context()
     try:
         return ctx.suites.get(name)
-    except Exception:  # noqa: BLE001 - GX raises its own not-found errors, by version
+    except DataContextError:  # not loaded yet
         stored = load_suite(name)
         return ctx.suites.add(gx.ExpectationSuite(name=name, expectations=stored["expectations"],
                                                   meta=stored.get("meta")))
 
 
 def _site(docs: Path) -> str:
-    """A Data Docs site writing into `docs` (one per folder)."""
+    """The Data Docs site writing into folder `docs` (added to the context on first use)."""
+    import hashlib
+
     docs = Path(docs).resolve()
-    if docs not in _SITES:
-        name = f"site-{len(_SITES)}"
-        _context().add_data_docs_site(name, {
+    name = "site-" + hashlib.sha1(str(docs).encode()).hexdigest()[:12]
+    ctx = _context()
+    if name not in ctx.get_site_names():
+        ctx.add_data_docs_site(name, {
             "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)}})
-        _SITES[docs] = name
-    return _SITES[docs]
+    return name
 
 
 # ---------------------------------------------------------------- messages
