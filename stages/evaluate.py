@@ -6,6 +6,8 @@ protected attribute, detection, latency. Both: the attention-mediation check on 
 split (atpatch.eval.mediation), which the gate reads. Writes metrics/<scenario>/evaluate.json (everything),
 metrics/headline/<scenario>.json (the few numbers `dvc metrics show` prints), a ROC CSV and PNG figures
 under plots/<scenario>/ (`dvc plots show`); everything also goes to MLflow.
+The report is checked (stored suite `metrics`: rates in [0, 1], latencies positive, counts not negative)
+before it is written: a failure leaves the previous evaluate.json in place.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from atpatch.core.detector import Detector
 from atpatch.eval.headline import headline
 from atpatch.io import write_json_atomic
 from atpatch.scenarios.models.loading import load_classifier
-from atpatch.scenarios import is_fairness, kind_module, stage_params
+from atpatch.scenarios import checks, is_fairness, kind_module, stage_params
 from atpatch.ops.tracking import stage_run
 
 
@@ -56,6 +58,7 @@ def main(params: dict) -> dict:
         report, raw = evaluator.evaluate(params, model, det, data)
         report["mediation"] = evaluator.mediation(params, kind, model, det)
         files = evaluator.figures(Path(p["plots"]), model, det, data, report, raw, report["default_mode"])
+        checks.metrics(p["out"], report, checks.docs_dir(params, "evaluate"))
         write_json_atomic(p["out"], report)
         write_json_atomic(p["headline"], headline(report, is_fairness(params)))
         log_report(report, files, Path(p["out"]))

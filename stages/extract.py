@@ -3,6 +3,8 @@
 Writes one safetensors file: features [N, K, L, F], token_labels [N, K], candidate [N, K],
 triggered [N] (inputs with a fault), calib [N] (the held-out clean calibration part).
 For fairness scenarios the token labels come from counterfactual testing of the victim.
+The tensors are checked (stored suite `features`: finite, shapes, inputs with and without a fault)
+before the file is written: a failure leaves the previous file in place.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from atpatch.io import write_bytes_atomic
 from atpatch.scenarios.models.loading import load_classifier
 from atpatch.ops.patching import extract_features
-from atpatch.scenarios import kind_module, stage_params
+from atpatch.scenarios import checks, kind_module, stage_params
 
 
 def main(params: dict) -> None:
@@ -26,8 +28,11 @@ def main(params: dict) -> None:
     features, candidate = extract_features(model, debug["inputs"], layout, p["batch_size"], tuple(p["kinds"]))
     tensors = {"features": features.contiguous(), "candidate": candidate,
                **{k: debug[k] for k in ("token_labels", "triggered", "calib")}}
+    heads = model.config.num_attention_heads
+    checks.features(p["out"], tensors, model.config.num_hidden_layers, heads * len(p["kinds"]),
+                    checks.docs_dir(params, "extract"))
     # What the detector stage needs to know about the victim, without loading it again.
-    meta = {"kinds": ",".join(p["kinds"]), "heads": str(model.config.num_attention_heads),
+    meta = {"kinds": ",".join(p["kinds"]), "heads": str(heads),
             "model_type": model.config.model_type, "layout": json.dumps(layout.to_dict())}
     write_bytes_atomic(p["out"], save(tensors, metadata=meta))
     print(f"features {tuple(features.shape)}, {int(debug['triggered'].sum())} inputs with faults -> {p['out']}")

@@ -19,6 +19,9 @@ DEFAULT_PROFILE = "default"          # the repository's own params.yaml, run in 
 PROFILES_DIR = "profiles"            # profiles/<name>.yaml: overrides merged over params.yaml
 WORKSPACES_DIR = ".work"             # .work/<profile>: the DVC workspace of a non-default profile
 REPORTS_DIR = "reports"              # HTML reports and `atpatch inspect` pictures
+SUITES_DIR = "gx/expectations"       # Great Expectations suites, one JSON file per suite (in the repository)
+DATA_DOCS_DIR = f"{REPORTS_DIR}/data_docs"  # Data Docs: <scenario>/<stage>/index.html under a project root
+VALIDATED_STAGES = ("generate", "extract", "evaluate")  # the stages that run stored suites (Data Docs each)
 
 # Where each stage writes, per scenario `{s}`; dvc.yaml declares the same paths with ${key}.
 DATA_DIR = "data/{s}"
@@ -77,6 +80,11 @@ def plots_dir(scenario: str) -> str:
 
 def html_report(scenario: str) -> str:
     return f"{REPORTS_DIR}/{scenario}.html"
+
+
+def data_docs_index(scenario: str, stage: str) -> str:
+    """The Data Docs page of the validations one stage ran for `scenario` (relative to the project root)."""
+    return f"{DATA_DOCS_DIR}/{scenario}/{stage}/index.html"
 
 
 def raw_dir(source: str) -> str:

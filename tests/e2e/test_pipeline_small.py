@@ -139,6 +139,12 @@ def test_repro_runs_every_stage(ws):
     assert ran(res) == STAGES[1:]
     for name in ("detector.json", "evaluate.json", "gate.json", "register.json"):
         assert (path / METRICS / name).is_file(), name
+    # Each validating stage rendered its Data Docs into the workspace, not the repository.
+    from atpatch.conventions import VALIDATED_STAGES, data_docs_index
+
+    for stage in VALIDATED_STAGES:
+        assert (path / data_docs_index(SCENARIO, stage)).is_file(), stage
+        assert not (REPO / data_docs_index(SCENARIO, stage)).exists(), stage
     report = read_json(path, "evaluate.json")
     print("\nsmall profile:", json.dumps({"unpatched": report["unpatched"],
                                           "two-pass": {k: report["patched"]["two-pass"][k] for k in
@@ -360,7 +366,7 @@ def test_invalid_split_fails_generate_and_keeps_previous_data(ws):
     generated = path / "data" / SCENARIO / "generated"
     before = tree_hashes(generated)
     lock_before = (path / "dvc.lock").read_text()
-    # A target label outside 0..9: the poisoned training rows get it, so split 'train' fails
+    # A target label outside 0..9: the poisoned training rows get it, so the train split fails
     # its label expectation (Great Expectations) after everything was built, before the swap.
     set_params(path, for_scenario({"generate": {"target_label": 99}}))
     res = dvc(path, "repro", TARGET, check=False, label="(target_label 99)")
@@ -368,7 +374,8 @@ def test_invalid_split_fails_generate_and_keeps_previous_data(ws):
     assert res.returncode != 0
     assert ran(res) == [f"generate@{SCENARIO}"]
     assert f"failed to reproduce 'generate@{SCENARIO}'" in out
-    assert "split 'train' failed" in out and "expect_column_values_to_be_in_set(column='label'" in out
+    assert f"data/{SCENARIO}/generated/train: " in out and "expectation(s) failed" in out
+    assert "expect_column_values_to_be_in_set(column='label')" in out
     assert tree_hashes(generated) == before
     assert sorted(p.name for p in generated.parent.iterdir() if p.name.startswith(".generated")) == []
     assert (path / "dvc.lock").read_text() == lock_before

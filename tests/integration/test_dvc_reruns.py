@@ -1,6 +1,6 @@
 """Changing one declared input makes DVC call exactly the stages that read it out of date.
 
-A scratch DVC project holds the repository's dvc.yaml, params.yaml, stages/ and src/, with stand-in
+A scratch DVC project holds the repository's dvc.yaml, params.yaml, stages/, src/ and gx/, with stand-in
 outputs for one scenario recorded in dvc.lock (`dvc commit`); each case changes one input and reads
 `dvc status`: the stages whose own inputs changed (downstream ones then rerun on their changed deps)."""
 
@@ -37,7 +37,7 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dvc-reruns")
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, root / name)
-    for name in ("stages", "src"):
+    for name in ("stages", "src", "gx"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for rel in OUT_FILES:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +92,8 @@ def test_a_params_change_reruns_the_stages_that_read_it(project, case):
     ("src/atpatch/ops/patching.py", {"extract", "train_detector", "register"}),
     ("src/atpatch/ops/serving/server.py", {"gate", "register"}),  # the gate reads the registry
     ("src/atpatch/core/patch.py", set(STAGES)),
+    ("gx/expectations/features.json", {"extract"}),  # a stored suite: only the stage that runs it
+    ("gx/expectations/raw.images.json", {"generate"}),
 ])
 def test_a_code_change_reruns_the_stages_that_import_it(project, module, expected):
     path = project / module

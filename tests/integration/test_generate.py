@@ -21,6 +21,7 @@ def _stage():
 def _params(**trigger):
     return {
         "seed": 0,
+        "scenario": "tiny",
         "kind": "vision-backdoor",
         "fetch": {"dest": str(fashion_dir())},  # absolute: the shared cache, whatever the root
         "generate": {
@@ -96,7 +97,7 @@ def test_validation_failure_keeps_previous_output(tmp_path, monkeypatch):
         return cols
 
     monkeypatch.setattr(vision, "build_test_triggered", broken)
-    with pytest.raises(DataValidationError, match="split 'test_triggered'"):
+    with pytest.raises(DataValidationError, match=r"out/generated/test_triggered: 1 expectation\(s\) failed.*column='label'"):
         stage.main(root=tmp_path, params=_params(position="random"))
     assert _tree_hashes(out) == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["generated"]  # no temp dirs left

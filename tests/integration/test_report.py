@@ -147,3 +147,14 @@ def test_markdown_summary_has_headline_metrics_and_each_gate_check(root):
         assert f"| {check['name']} | {check['value']:.4f} | {check['comparison']} " in text, check["name"]
     reports["gate"] = None
     assert "**gate: no gate decision (gate.json not found)**" in markdown_summary(SCENARIO, reports)
+
+
+def test_report_links_the_data_docs_each_stage_rendered(root):
+    from atpatch.eval.report import build_report
+
+    docs = root / "reports" / "data_docs" / SCENARIO / "generate" / "index.html"
+    docs.parent.mkdir(parents=True)
+    docs.write_text("<html></html>")
+    text = build_report(SCENARIO, root).read_text()
+    assert f'<a href="data_docs/{SCENARIO}/generate/index.html">Data Docs</a>' in text
+    assert "extract: <span class=\"muted\">no Data Docs yet" in text

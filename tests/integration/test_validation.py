@@ -1,19 +1,22 @@
-"""Great Expectations suites on small synthetic splits."""
+"""The stored Great Expectations suites on small synthetic frames: generated image splits, the
+runner's one-line errors, Data Docs."""
+
+import json
 
 import numpy as np
 import pytest
 
-from atpatch.scenarios.data.triggers import token_labels
 from atpatch.core.errors import DataValidationError
+from atpatch.scenarios.data.triggers import token_labels
 
 SPEC = {"size": 4, "patch_size": 4, "image_size": 28, "min_overlap": 4}
+G = {"trigger": {"size": 4, "kind": "badnets"}, "patch_size": 4, "target_label": 0, "debug": {"min_overlap": 4}}
 
 
-def _run(split, cols, **kw):
-    from atpatch.scenarios.validation import expectations_for, split_frame, validate_split
+def _run(split, cols, poison_rate=0.05, docs=None):
+    from atpatch.scenarios import checks
 
-    df = split_frame(cols, SPEC if split == "debug" else None)
-    validate_split(split, df, expectations_for(split, df.columns, target_label=0, n_rows=len(df), **kw))
+    checks.image_splits("gen", {split: cols}, {**G, "poison_rate": poison_rate}, 28, docs)
 
 
 def _clean(n=20):
@@ -37,14 +40,15 @@ def test_good_debug_split_passes():
     _run("debug", _debug())
 
 
-def test_label_out_of_range_names_split_and_expectation():
+def test_label_out_of_range_is_one_line_naming_split_expectation_and_value():
     cols = _clean()
     cols["label"][3] = 12
     with pytest.raises(DataValidationError) as err:
         _run("test_clean", cols)
     msg = str(err.value)
-    assert "split 'test_clean'" in msg
-    assert "expect_column_values_to_be_in_set(column='label'" in msg and "[12]" in msg
+    assert "\n" not in msg
+    assert msg.startswith("gen/test_clean: 1 expectation(s) failed")
+    assert "expect_column_values_to_be_in_set(column='label')" in msg and "[12]" in msg
 
 
 def test_nan_pixels_are_caught():
@@ -55,7 +59,6 @@ def test_nan_pixels_are_caught():
     with pytest.raises(DataValidationError) as err:
         _run("test_clean", cols)
     msg = str(err.value)
-    assert "split 'test_clean'" in msg
     assert "column='pixel_has_nan'" in msg and "column='pixel_min'" in msg
 
 
@@ -72,16 +75,15 @@ def test_poison_rate_mismatch_is_caught():
     cols["poisoned"] = np.zeros(100, bool)
     cols["poisoned"][:10] = True
     cols["label"][:10] = 0
-    cols["poison_label_ok"] = np.ones(100, bool)
     _run("train", dict(cols), poison_rate=0.1)
-    with pytest.raises(DataValidationError, match=r"(?s)split 'train'.*expect_column_mean_to_be_between\(column='poisoned'.*observed"):
+    with pytest.raises(DataValidationError, match=r"gen/train:.*expect_column_mean_to_be_between\(column='poisoned'\).*got 0.1"):
         _run("train", cols, poison_rate=0.05)
 
 
 def test_target_label_in_triggered_split_is_caught():
     cols = _clean()
     cols.update(trigger_x=np.full(20, 24), trigger_y=np.full(20, 24))
-    with pytest.raises(DataValidationError, match="(?s)split 'test_triggered'.*not_be_in_set"):
+    with pytest.raises(DataValidationError, match="gen/test_triggered:.*not_be_in_set"):
         _run("test_triggered", cols)
 
 
@@ -94,3 +96,31 @@ def test_inconsistent_token_labels_are_caught():
         _run("debug", cols)
     msg = str(err.value)
     assert "column='labels_consistent'" in msg and "column='clean_rows_zero'" in msg
+
+
+def test_data_docs_render_the_failed_validation(tmp_path):
+    cols = _clean()
+    cols["label"][3] = 12
+    with pytest.raises(DataValidationError):
+        _run("test_clean", cols, docs=tmp_path / "docs")
+    assert "generated.images" in (tmp_path / "docs" / "index.html").read_text()
+    pages = sorted((tmp_path / "docs" / "validations" / "generated" / "images").rglob("*gen_test_clean.html"))
+    assert pages and "label" in pages[-1].read_text()
+    assert (tmp_path / "docs" / "expectations" / "generated" / "images.html").is_file()
+
+
+def test_stored_suites_are_the_ones_that_run(tmp_path, monkeypatch):
+    """The suites come from gx/expectations/*.json: a missing file is an error naming it, and an
+    edited expectation changes what passes."""
+    from atpatch.scenarios import validation
+
+    monkeypatch.setattr(validation, "REPO", tmp_path)
+    monkeypatch.setattr(validation, "_CONTEXT", None)  # a fresh context: no suite loaded yet
+    with pytest.raises(DataValidationError, match=r"gx/expectations/generated.images.json: stored expectation suite"):
+        _run("test_clean", _clean())
+    (tmp_path / "gx" / "expectations").mkdir(parents=True)
+    suite = {"name": "generated.images", "expectations": [
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": [0]}}]}
+    (tmp_path / "gx" / "expectations" / "generated.images.json").write_text(json.dumps(suite))
+    with pytest.raises(DataValidationError, match="column='label'"):
+        _run("test_clean", _clean())

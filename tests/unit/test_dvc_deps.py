@@ -72,3 +72,14 @@ def test_outputs_follow_the_conventions():
     assert [next(iter(p)) if isinstance(p, dict) else p for p in DVC_FILE["plots"]] == [PLOTS_DIR]
     assert not any(DVC[s]["do"].get(key) for s in DVC for key in ("metrics", "plots")), \
         "stage-level metrics/plots list every scenario's files, and a scenario that has not run is an error"
+
+
+
+@pytest.mark.parametrize("stage", ["generate", "extract", "evaluate"])
+def test_a_stage_depends_on_the_stored_suites_it_runs(stage):
+    from atpatch.conventions import SUITES_DIR
+    from atpatch.scenarios.checks import STAGE_SUITES
+
+    missing = [f"{SUITES_DIR}/{name}.json" for name in STAGE_SUITES[stage]
+               if f"{SUITES_DIR}/{name}.json" not in deps(stage)]
+    assert not missing, f"dvc.yaml stage {stage}: add deps {missing}"

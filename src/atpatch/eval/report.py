@@ -10,7 +10,8 @@ Reads what the pipeline wrote for the scenario: `metrics/<scenario>/evaluate.jso
 missing one is named in the report). Metric keys are rendered whatever they are (backdoor: CA, ASR,
 ...; fairness: flip rate, parity differences, ...); each gets its definition from evaluate.json's
 `definitions` (exact key, case-insensitive key, a known alias, then `FALLBACK_DEFINITIONS`), and a
-key with no definition is shown with none. Nested values (e.g. per protected attribute) are
+key with no definition is shown with none. A "Data validation" section links the Great Expectations
+Data Docs each validating stage rendered (`reports/data_docs/<scenario>/<stage>/index.html`). Nested values (e.g. per protected attribute) are
 flattened to dotted keys. The metric table logic here is shared with `atpatch report`.
 """
 
@@ -23,7 +24,9 @@ import json
 import math
 from pathlib import Path
 
-from atpatch.conventions import REPORT_FILES, html_report, plots_dir, report_path
+import os
+
+from atpatch.conventions import REPORT_FILES, VALIDATED_STAGES, data_docs_index, html_report, plots_dir, report_path
 from atpatch.core.errors import AtPatchError
 
 FIGURES = (  # known plots first, with captions; any other PNG in the folder follows
@@ -55,6 +58,7 @@ def scenario_paths(scenario: str, root: str | Path = ".") -> dict[str, Path]:
     paths = {name: root / report_path(scenario, name) for name in REPORT_FILES}
     paths["plots"] = root / plots_dir(scenario)
     paths["html"] = root / html_report(scenario)
+    paths["data_docs"] = {stage: root / data_docs_index(scenario, stage) for stage in VALIDATED_STAGES}
     return paths
 
 
@@ -288,8 +292,17 @@ def _register_html(register: dict | None) -> str:
     return _table(["field", "value"], rows)
 
 
-def render_html(scenario: str, reports: dict, plots_dir: Path, mode: str | None = None) -> str:
-    """The report as one HTML string (figures inlined as base64 PNG)."""
+def _data_docs_html(links: dict[str, str | None]) -> str:
+    """One line per validating stage: a link to its Data Docs (relative to the report), or why none."""
+    items = [f'<li>{_esc(stage)}: <a href="{_esc(href)}">Data Docs</a></li>' if href
+             else f'<li>{_esc(stage)}: <span class="muted">no Data Docs yet (the stage has not run here)</span></li>'
+             for stage, href in links.items()]
+    return "<p>Great Expectations suites (gx/expectations) checked each boundary:</p><ul>" + "".join(items) + "</ul>"
+
+
+def render_html(scenario: str, reports: dict, plots_dir: Path, mode: str | None = None,
+                data_docs: dict[str, str | None] | None = None) -> str:
+    """The report as one HTML string (figures inlined as base64 PNG); `data_docs`: stage -> link."""
     evaluate = reports["evaluate"]
     mode, rows = metric_rows(evaluate, mode)
     parts = [f"<h1>AtPatch report: {_esc(scenario)}</h1>",
@@ -298,6 +311,7 @@ def render_html(scenario: str, reports: dict, plots_dir: Path, mode: str | None 
              "<h2>Attention mediation</h2>", _mediation_html(evaluate),
              "<h2>Gate decision</h2>", _gate_html(reports["gate"]),
              "<h2>Registered model</h2>", _register_html(reports["register"]),
+             "<h2>Data validation</h2>", _data_docs_html(data_docs or {}),
              f"<h2>Metrics before / after (patched: {_esc(mode)})</h2>",
              _table(["metric", "unpatched", f"patched ({mode})", "definition"],
                     [[r["name"], format_value(r["before"]), format_value(r["after"]), r["definition"] or "-"]
@@ -344,7 +358,9 @@ def build_report(scenario: str, root: str | Path = ".", mode: str | None = None,
 
     paths = scenario_paths(scenario, root)
     reports = load_reports(scenario, root)
-    text = render_html(scenario, reports, paths["plots"], mode)
     target = Path(out) if out else paths["html"]
+    links = {stage: os.path.relpath(index, target.resolve().parent) if index.is_file() else None
+             for stage, index in ((s, p.resolve()) for s, p in paths["data_docs"].items())}
+    text = render_html(scenario, reports, paths["plots"], mode, links)
     write_bytes_atomic(target, text.encode("utf-8"))
     return target

@@ -9,7 +9,8 @@ made and after each `atpatch run` (`commit_workspace`). It holds:
 - `dvc.yaml` and `stages/` copied from the repository;
 - `src` as a symlink to the repository's `src` (dvc.yaml lists `src/atpatch/...` deps; the
   package is installed editable, so the stages import the repository's code either way and
-  DVC hashes what actually runs);
+  DVC hashes what actually runs); `gx` likewise: the stored expectation suites the stages load
+  from the repository, declared as deps under `gx/expectations/`;
 - `params.yaml` = the repository's params.yaml, deep-merged with `profiles/<profile>.yaml`,
   then with `overrides`;
 - the raw data sources copied from the repository's `data/raw/<source>` (or `raw_cache/<source>`),
@@ -157,6 +158,17 @@ def copy_raw_sources(dest: Path, params: Mapping[str, Any], repo: Path, raw_cach
     return copied
 
 
+LINKED = ("src", "gx")  # repository folders a workspace reaches through a symlink
+
+
+def _link(path: Path, target: Path) -> None:
+    """`path` a symlink to `target`, unless `path` is a real folder (left alone)."""
+    if path.is_symlink() or not path.exists():
+        if path.is_symlink():
+            path.unlink()
+        path.symlink_to(target, target_is_directory=True)
+
+
 def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str, Any] | None = None,
                    raw_cache: Path | str | None = None, repo: Path | str = REPO) -> Path:
     """Create (or refresh) a pipeline workspace at `dest`; return its absolute path.
@@ -174,11 +186,8 @@ def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str
     shutil.copy2(repo / "dvc.yaml", dest / "dvc.yaml")
     shutil.copytree(repo / "stages", dest / "stages", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    src = dest / "src"
-    if src.is_symlink() or not src.exists():
-        if src.is_symlink():
-            src.unlink()
-        src.symlink_to(repo / "src", target_is_directory=True)
+    for name in LINKED:
+        _link(dest / name, repo / name)
     check_no_hand_edits(dest, profile)
     params = merged_params(profile, overrides, repo)
     write_params(dest, params)

@@ -27,7 +27,7 @@ from atpatch.eval.fairness import counterfactuals_all_values, fault_token_labels
 from atpatch.scenarios.tables import debug_frame, debug_labels, read_split, write_splits  # noqa: F401 (kind members)
 from atpatch.scenarios.models.tabular import build_feature_token_model, column_positions, encode_frame, token_layout
 from atpatch.scenarios.training import predict_labels, train_classifier
-from atpatch.scenarios.validation import table_expectations, validate_split
+from atpatch.scenarios import checks
 
 INPUT_KIND = "tabular"
 SPLITS = ("train", "test", "debug")
@@ -55,20 +55,14 @@ def dataset(params: dict) -> TabularDataset:
     return ds
 
 
-def _validate(name: str, frame: pd.DataFrame, protected: list[str], known: dict) -> None:
-    """Great Expectations: no nulls, binary label, protected values among the data set's known ones
-    (a split holding anything else is malformed)."""
-    sets = {a: sorted(frame[a].unique()) if name == "train" else list(known.get(a, sorted(frame[a].unique())))
-            for a in protected}
-    validate_split(name, frame, table_expectations(frame.columns, labels=[0, 1], value_sets=sets, min_rows=10))
-
-
 def generate(params: dict, root: str | Path = ".") -> dict:
     """Load the data set, split (seeded, stratified), skew the training split, validate, write parquet files."""
     t0 = time.perf_counter()
     root, g, seed = Path(root), params["generate"], int(params["seed"])
     protected, ds = list(g["protected"]), dataset(params)
-    frame = ds.load(root / params["fetch"]["dest"] / ds.file, protected=tuple(protected))
+    raw, docs, out = root / params["fetch"]["dest"] / ds.file, checks.docs_dir(params, "generate", root), root / g["out"]
+    frame = ds.load(raw, protected=tuple(protected))
+    checks.raw_table(str(raw), frame, ds.name, docs)
     if g.get("limit"):
         frame = frame.sample(n=min(g["limit"], len(frame)), random_state=seed).reset_index(drop=True)
     splits = split_frame(frame, g["test_size"], g["debug_size"], seed, stratify=ds.stratify)
@@ -76,13 +70,12 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     if skew:
         splits["train"] = skew_group_label(splits["train"], skew["attribute"], skew["group"], skew["label"],
                                            skew["keep"], seed=seed + STREAM_SKEW)
-    for name, split in splits.items():
-        _validate(name, split, protected, ds.known)
+    # Protected values among the data set's known ones: a split holding anything else is malformed.
+    checks.table_splits(str(out), splits, docs, {a: ds.known[a] for a in protected if a in ds.known}, min_rows=10)
     summary = {"seed": seed, "dataset": ds.name, "rows": {k: len(v) for k, v in splits.items()},
                "protected": protected, "skew": skew,
                "positive_rate_by_group": {a: splits["train"].groupby(a)["label"].mean().round(4).to_dict()
                                           for a in protected}}
-    out = root / g["out"]
     write_splits(out, splits, summary)
     print(f"generate: {summary['rows']} -> {out} in {time.perf_counter() - t0:.1f} s; "
           f"train P(label=1) by group {summary['positive_rate_by_group']}")

@@ -21,7 +21,7 @@ from atpatch.core.errors import AtPatchError
 from atpatch.scenarios.tables import debug_labels, read_split, write_splits  # noqa: F401 (kind member)
 from atpatch.scenarios.models.text import build_text_classifier, encode, load_tokenizer, text_layout, trim
 from atpatch.scenarios.training import train_classifier
-from atpatch.scenarios.validation import table_expectations, validate_split
+from atpatch.scenarios import checks
 
 INPUT_KIND = "text"
 STREAM_SPLIT, STREAM_POISON, STREAM_TEST, STREAM_DEBUG, STREAM_CALIB = 1, 2, 3, 4, 5
@@ -55,10 +55,15 @@ def with_calib_part(debug: pd.DataFrame, share: float, seed: int) -> pd.DataFram
     return debug.assign(part=np.where(calib, "calib", "fit"))
 
 
-def validate(splits: dict[str, pd.DataFrame]) -> None:
-    for name, frame in splits.items():
-        cols = [c for c in frame.columns if c != "spans"]  # spans may be empty lists: not "null"
-        validate_split(name, frame[cols], table_expectations(cols, labels=[0, 1], nonempty_text=["text"], min_rows=2))
+def reviews(raw: Path, split: str, docs: Path) -> pd.DataFrame:
+    """One split of the raw reviews, checked against its stored suite."""
+    frame = load_reviews(raw, split)
+    checks.raw_reviews(f"{raw}/{split}", frame, docs)
+    return frame
+
+
+def validate(out: Path, splits: dict[str, pd.DataFrame], docs: Path) -> None:
+    checks.table_splits(str(out), splits, docs, min_rows=2, text=True)
 
 
 def generate(params: dict, root: str | Path = ".") -> dict:
@@ -67,9 +72,9 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     root, g, seed = Path(root), params["generate"], int(params["seed"])
     trigger, max_length = TextTrigger(**g["trigger"]), int(g["max_length"])
     tok = load_tokenizer()
-    raw = root / params["fetch"]["dest"]
-    train = limit(load_reviews(raw, "train"), g.get("train_limit"), seed)
-    test = limit(load_reviews(raw, "test"), g.get("test_limit"), seed)
+    raw, docs, out = root / params["fetch"]["dest"], checks.docs_dir(params, "generate", root), root / g["out"]
+    train = limit(reviews(raw, "train", docs), g.get("train_limit"), seed)
+    test = limit(reviews(raw, "test", docs), g.get("test_limit"), seed)
     train, debug = hold_out(train, g["debug"]["n"], seed)
     splits = {
         "train": poison_train(train, trigger, g["poison_rate"], seed + STREAM_POISON, tok, max_length),
@@ -78,10 +83,9 @@ def generate(params: dict, root: str | Path = ".") -> dict:
         "debug": with_calib_part(debugging_set(debug, trigger, seed + STREAM_DEBUG, g["debug"]["triggered_share"],
                                                tok, max_length), g["debug"]["calib_share"], seed),
     }
-    validate(splits)
+    validate(out, splits, docs)
     summary = {"seed": seed, "trigger": trigger.to_dict(), "max_length": max_length,
                "rows": {k: len(v) for k, v in splits.items()}, "poisoned": int(splits["train"]["poisoned"].sum())}
-    out = root / g["out"]
     write_splits(out, splits, summary)
     print(f"generate: {summary['rows']} ({summary['poisoned']} poisoned) -> {out} in {time.perf_counter() - t0:.1f} s")
     return summary

@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atpatch.scenarios.data.fine_foods import load_reviews
 from atpatch.scenarios.data.gendered import (build_lexicon, counterfactual_labels, gendered_token_labels, gendered_word_ids,
                                    skewed_split, swap_gender, text_gender)
 from atpatch.core.errors import AtPatchError
 from atpatch.scenarios.tables import debug_frame, debug_labels, read_split, write_splits  # noqa: F401 (kind members)
 from atpatch.core.features import TokenLayout
 from atpatch.scenarios import candidate_policy, text_backdoor
-from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, limit, rng,  # noqa: F401
-                                             token_strings, train_victim, validate)
+from atpatch.scenarios import checks
+from atpatch.scenarios.text_backdoor import (INPUT_KIND, STREAM_CALIB, hold_out, layout_tokenizer, limit, reviews,  # noqa: F401
+                                             rng, token_strings, train_victim, validate)
 
 NAMES_DIR = "names"  # inside the fine-foods source folder (stage fetch@fine-foods puts them there)
 GROUPS = ("female", "male")
@@ -52,19 +52,18 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     """Gender-skewed training split, test reviews, held-out debugging reviews; validated, parquet."""
     t0 = time.perf_counter()
     root, g, seed = Path(root), params["generate"], int(params["seed"])
-    raw = root / params["fetch"]["dest"]
-    train = limit(load_reviews(raw, "train"), g.get("train_limit"), seed)
-    test = limit(load_reviews(raw, "test"), g.get("test_limit"), seed)
+    raw, docs, out = root / params["fetch"]["dest"], checks.docs_dir(params, "generate", root), root / g["out"]
+    train = limit(reviews(raw, "train", docs), g.get("train_limit"), seed)
+    test = limit(reviews(raw, "test", docs), g.get("test_limit"), seed)
     train, debug = hold_out(train, g["debug"]["n"], seed)
     lex = build_lexicon(raw / NAMES_DIR, corpus=train["text"].tolist())
     skewed = skewed_split(train, g["skew"], seed, g.get("mode", "relabel"), g.get("female_label", 0), lex)
     splits = {"train": skewed, "test": test.assign(gender=[text_gender(t, lex) for t in test["text"]]),
               "debug": debug.assign(gender=[text_gender(t, lex) for t in debug["text"]])}
-    validate(splits)
+    validate(out, splits, docs)
     counts = {k: v["gender"].value_counts().to_dict() for k, v in splits.items()}
     summary = {"seed": seed, "skew": g["skew"], "rows": {k: len(v) for k, v in splits.items()},
                "changed_by_skew": int(skewed["changed"].sum()), "gender_counts": counts}
-    out = root / g["out"]
     write_splits(out, splits, summary)
     print(f"generate: {summary['rows']}, {summary['changed_by_skew']} training labels changed by the skew, "
           f"genders {counts['test']} in test -> {out} in {time.perf_counter() - t0:.1f} s")

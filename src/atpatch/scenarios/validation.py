@@ -1,25 +1,50 @@
-"""Great Expectations (1.x) validation of generated data splits.
+"""Great Expectations (1.x) at the pipeline's data boundaries, with suites stored in the repository.
 
-Images are summarised per row (pixel_min, pixel_max, pixel_has_nan) and token labels are
-checked against a recomputation from the stored trigger position, so that every check is a
-plain column expectation on a small pandas DataFrame (~0.1 s a split).
+Each suite is one JSON file, `gx/expectations/<name>.json` (`atpatch.conventions.SUITES_DIR`), loaded
+at run time. Values that depend on the params or the profile (sizes, rates, label sets) are GX suite
+parameters (`{"$PARAMETER": "name"}` in the JSON), given by the caller at each run. The frames the
+suites check are built by `atpatch.scenarios.frames` (one small pandas row per input or metric).
+
+`validate` runs one or more suites on a frame. A failure raises DataValidationError as one line:
+the file checked, then for each failed expectation its type, column, expected arguments and what
+was observed. With `docs`, the results of every validation this process ran are rendered as Data
+Docs (HTML) into that folder, before any error is raised (the docs show the failure too).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from atpatch.scenarios.data.triggers import token_labels as compute_token_labels
-from atpatch.scenarios.data.triggers import whole_image_labels
+from atpatch.conventions import SUITES_DIR
 from atpatch.core.errors import DataValidationError
 
+REPO = Path(__file__).resolve().parents[3]
 _CONTEXT: Any = None
 _COUNTER = itertools.count()
-NUM_CLASSES = 10
+
+
+def suites_dir() -> Path:
+    """The stored suites: the repository's (a workspace links `gx/` to them for DVC's hashes)."""
+    return REPO / SUITES_DIR
+
+
+def load_suite(name: str) -> dict:
+    """Suite `name` as stored: {"name", "expectations": [{"type", "kwargs"}, ...], ...}."""
+    path = suites_dir() / f"{name}.json"
+    if not path.is_file():
+        raise DataValidationError(f"{path}: stored expectation suite {name!r} not found")
+    try:
+        suite = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(f"{path}: not valid JSON ({exc})") from None
+    if suite.get("name") != name or not isinstance(suite.get("expectations"), list):
+        raise DataValidationError(f"{path}: expected a suite named {name!r} with a list of expectations")
+    return suite
 
 
 def _context() -> Any:
@@ -35,179 +60,107 @@ def _context() -> Any:
     return _CONTEXT
 
 
-# ---------------------------------------------------------------- frames (row-level columns)
-
-
-def image_stats(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-row pixel summary of images [N, H, W] (any dtype): pixel_min, pixel_max (float64 [N],
-    NaN ignored), pixel_has_nan (bool [N]). An all-NaN image gets min = max = NaN."""
-    flat = np.asarray(images).reshape(len(images), -1)
-    if np.issubdtype(flat.dtype, np.floating):
-        has_nan = np.isnan(flat).any(axis=1)
-        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-            sup.filter(RuntimeWarning)  # all-NaN rows: NaN is the intended result
-            mn, mx = np.nanmin(flat, axis=1), np.nanmax(flat, axis=1)
-    else:
-        has_nan = np.zeros(len(flat), bool)
-        mn, mx = flat.min(axis=1), flat.max(axis=1)
-    return {"pixel_min": mn.astype(np.float64), "pixel_max": mx.astype(np.float64), "pixel_has_nan": has_nan}
-
-
-def split_frame(columns: Mapping[str, np.ndarray], token_spec: Mapping[str, int] | None = None):
-    """Build the DataFrame that the suites check from one split's column arrays.
-
-    columns: "image" [N, H, W] becomes pixel stats; "token_labels" [N, T] needs `token_spec`
-    (keys size, patch_size, image_size, min_overlap, optional whole_image for Blend) plus "trigger_x",
-    "trigger_y", "triggered"
-    columns, and becomes labels_consistent, clean_rows_zero, triggered_has_label,
-    position_consistent (bool [N] each). Other 1-D columns are copied.
-    """
-    import pandas as pd
-
-    out: dict[str, np.ndarray] = {}
-    for key, arr in columns.items():
-        if key == "image":
-            out.update(image_stats(arr))
-        elif key == "token_labels":
-            continue
-        else:
-            out[key] = np.asarray(arr)
-    if "token_labels" in columns:
-        if token_spec is None:
-            raise DataValidationError("split_frame: token_labels given without token_spec")
-        got = np.asarray(columns["token_labels"])
-        xs, ys = np.asarray(columns["trigger_x"]), np.asarray(columns["trigger_y"])
-        trig = np.asarray(columns["triggered"], bool)
-        spec = dict(token_spec)
-        whole = spec.pop("whole_image", False)  # Blend: every patch of a triggered image
-        want = (whole_image_labels(trig, spec["patch_size"], spec["image_size"]) if whole
-                else compute_token_labels(xs, ys, **spec))
-        sums = got.reshape(len(got), -1).sum(axis=1)
-        # A wrong token count (e.g. another patch size) makes every row inconsistent.
-        same_shape = got.shape == want.shape
-        out["labels_consistent"] = np.all(got == want, axis=1) if same_shape else np.zeros(len(got), bool)
-        out["token_label_sum"] = sums
-        out["clean_rows_zero"] = trig | (sums == 0)
-        out["triggered_has_label"] = ~trig | (sums > 0)
-        placed = (xs >= 0) & (ys >= 0)
-        unplaced = (xs == -1) & (ys == -1)
-        out["position_consistent"] = np.where(trig, unplaced if whole else placed, unplaced)
-    return pd.DataFrame(out)
-
-
-# ---------------------------------------------------------------- suites
-
-
-def _common(df_columns: Iterable[str]) -> list:
+def _suite(name: str) -> Any:
+    """The stored suite `name` in the context, added once per process (Data Docs render it by name)."""
     import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
 
-    E = gx.expectations
-    cols = list(df_columns)
-    exps: list = [E.ExpectColumnValuesToNotBeNull(column=c) for c in cols if c not in ("pixel_min", "pixel_max")]
-    if "pixel_min" in cols:
-        exps += [
-            # NaN counts as null: an all-NaN image fails here, a partly-NaN one on pixel_has_nan.
-            E.ExpectColumnValuesToNotBeNull(column="pixel_min"),
-            E.ExpectColumnValuesToNotBeNull(column="pixel_max"),
-            E.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
-            E.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
-            E.ExpectColumnValuesToBeInSet(column="pixel_has_nan", value_set=[False]),
-        ]
-    if "label" in cols:
-        exps.append(E.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(NUM_CLASSES))))
-    return exps
+    ctx = _context()
+    try:
+        return ctx.suites.get(name)
+    except DataContextError:  # not loaded yet
+        stored = load_suite(name)
+        return ctx.suites.add(gx.ExpectationSuite(name=name, expectations=stored["expectations"],
+                                                  meta=stored.get("meta")))
 
 
-def expectations_for(split: str, df_columns: Iterable[str], *, target_label: int, poison_rate: float | None = None,
-                     n_rows: int | None = None) -> list:
-    """The expectation list for one split kind: 'train', 'test_clean', 'test_triggered' or 'debug'."""
-    import great_expectations as gx
+def _site(docs: Path) -> str:
+    """The Data Docs site writing into folder `docs` (added to the context on first use)."""
+    import hashlib
 
-    E = gx.expectations
-    exps = _common(df_columns)
-    if split == "train":
-        if poison_rate is None or not n_rows:
-            raise DataValidationError("train suite needs poison_rate and n_rows")
-        tol = 1.0 / n_rows  # round(rate * N) / N is within 0.5 / N of rate
-        exps += [
-            E.ExpectColumnMeanToBeBetween(column="poisoned", min_value=poison_rate - tol, max_value=poison_rate + tol),
-            E.ExpectColumnValuesToBeInSet(column="poison_label_ok", value_set=[True]),
-        ]
-    elif split == "test_triggered":
-        exps.append(E.ExpectColumnValuesToNotBeInSet(column="label", value_set=[target_label]))
-    elif split == "debug":
-        exps += [E.ExpectColumnValuesToBeInSet(column=c, value_set=[True])
-                 for c in ("labels_consistent", "clean_rows_zero", "triggered_has_label", "position_consistent")]
-        exps.append(E.ExpectColumnValuesToBeInSet(column="part", value_set=["fit", "calib"]))
-    elif split != "test_clean":
-        raise DataValidationError(f"no validation suite for split kind {split!r}")
-    return exps
+    docs = Path(docs).resolve()
+    name = "site-" + hashlib.sha1(str(docs).encode()).hexdigest()[:12]
+    ctx = _context()
+    if name not in ctx.get_site_names():
+        ctx.add_data_docs_site(name, {
+            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)}})
+    return name
 
 
-def table_expectations(df_columns: Iterable[str], *, labels: Iterable[int], value_sets: Mapping[str, Iterable] = (),
-                       min_rows: int = 1, nonempty_text: Iterable[str] = ()) -> list:
-    """Expectations of a tabular or text split: no nulls, labels and categorical values in their sets,
-    at least `min_rows` rows, text columns non-empty."""
-    import great_expectations as gx
-
-    E = gx.expectations
-    exps = [E.ExpectColumnValuesToNotBeNull(column=c) for c in df_columns]
-    exps.append(E.ExpectColumnValuesToBeInSet(column="label", value_set=list(labels)))
-    exps += [E.ExpectColumnValuesToBeInSet(column=c, value_set=list(v)) for c, v in dict(value_sets).items()]
-    exps += [E.ExpectColumnValueLengthsToBeBetween(column=c, min_value=1) for c in nonempty_text]
-    exps.append(E.ExpectTableRowCountToBeBetween(min_value=min_rows))
-    return exps
+# ---------------------------------------------------------------- messages
 
 
-# ---------------------------------------------------------------- running
+def _plain(value: Any) -> Any:
+    """numpy scalars (in GX's results) as plain Python values, for readable messages."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
 
 
-def _describe(res: Any) -> str:
-    cfg = res.expectation_config
-    kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
-    column = kwargs.pop("column", None)
+def _seen(res: Any) -> str:
     info = res.exception_info or {}
     msgs = [info.get("exception_message")] if "raised_exception" in info else [
         v.get("exception_message") for v in info.values() if isinstance(v, dict)]
     msgs = [m for m in msgs if m]
     r = dict(res.result or {})
     if msgs:
-        seen = "error: " + "; ".join(sorted(set(msgs)))
-    elif "observed_value" in r:
-        obs = r["observed_value"]
-        seen = f"observed {obs.item() if hasattr(obs, 'item') else obs!r}"  # numpy scalar -> plain
-    else:
-        seen = (f"observed {r.get('unexpected_count')} unexpected of {r.get('element_count')} rows, "
-                f"e.g. {r.get('partial_unexpected_list', [])[:5]} at rows {r.get('partial_unexpected_index_list', [])[:5]}")
-    return f"{cfg.type}(column={column!r}, expected {kwargs}): {seen}"
+        return "error: " + "; ".join(sorted(set(msgs)))
+    if "observed_value" in r:
+        return f"got {_plain(r['observed_value'])!r}"
+    return (f"got {r.get('unexpected_count')} unexpected of {r.get('element_count')} rows, "
+            f"e.g. {_plain(r.get('partial_unexpected_list', [])[:5])} "
+            f"at {_plain(r.get('partial_unexpected_index_list', [])[:5])}")
 
 
-def validate_split(name: str, df: Any, expectations: Iterable[Any]) -> None:
-    """Run `expectations` (GX expectation objects) on DataFrame `df`.
+def describe(res: Any) -> str:
+    """One failed expectation: type, column, expected arguments, what was observed."""
+    cfg = res.expectation_config
+    kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("batch_id", "column")}
+    return f"{cfg.type}(column={cfg.kwargs.get('column')!r}) expected {kwargs}, {_seen(res)}"
 
-    Raises DataValidationError naming split `name` and, for each failed expectation, its type,
-    column, expected arguments and the observed value (or unexpected count and examples).
-    """
+
+# ---------------------------------------------------------------- running
+
+
+def _run(suite_name: str, df: Any, name: str, params: Mapping, id_column: str | None) -> Any:
     import great_expectations as gx
 
     ctx = _context()
-    uid = f"{name}-{next(_COUNTER)}"
-    ds = ctx.data_sources.add_pandas(f"ds-{uid}")
-    batch_def = ds.add_dataframe_asset(name=f"asset-{uid}").add_batch_definition_whole_dataframe("all")
-    # Copies with no id: one expectation object may then be reused across suites and calls.
-    exps = [e.copy(update={"id": None}, deep=True) for e in expectations]
-    suite = ctx.suites.add(gx.ExpectationSuite(name=f"suite-{uid}", expectations=exps))
-    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"vd-{uid}", data=batch_def, suite=suite))
+    asset = re.sub(r"[^\w.-]+", "_", name).strip("_")  # Data Docs file names: no slashes
+    ds = ctx.data_sources.add_pandas(f"run-{next(_COUNTER)}")
+    batch_def = ds.add_dataframe_asset(name=asset).add_batch_definition_whole_dataframe("all")
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{ds.name}-{suite_name}", data=batch_def,
+                                                                suite=_suite(suite_name)))
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
+    if id_column:  # rows are named by this column in the messages and the docs (e.g. the metric)
+        result_format.update(result_format="COMPLETE", unexpected_index_column_names=[id_column])
     try:
-        result = vd.run(batch_parameters={"dataframe": df})
-    finally:
-        # Keep the shared context small across many calls.
+        return vd.run(batch_parameters={"dataframe": df}, expectation_parameters=dict(params),
+                      result_format=result_format)
+    finally:  # keep the context small; the results stay in its store for Data Docs
         ctx.validation_definitions.delete(vd.name)
-        ctx.suites.delete(suite.name)
         ctx.data_sources.delete(ds.name)
-    if result.success:
-        return
-    failed = [_describe(r) for r in result.results if not r.success]
-    raise DataValidationError(
-        f"split '{name}' failed {len(failed)} expectation(s) ({len(df)} rows):\n  - " + "\n  - ".join(failed)
-    )
+
+
+def validate(name: str, df: Any, suites: Iterable[str], params: Mapping | None = None,
+             docs: Path | str | None = None, id_column: str | None = None) -> float:
+    """Run the stored `suites` on DataFrame `df` (what file or split `name` holds); return seconds taken.
+
+    params: the suites' parameters. docs: render Data Docs into this folder. Raises
+    DataValidationError, one line, naming `name` and every failed expectation.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    failed = []
+    for suite in suites:
+        result = _run(suite, df, name, params or {}, id_column)
+        failed += [describe(r) for r in result.results if not r.success]
+    if docs is not None:
+        _context().build_data_docs(site_names=[_site(Path(docs))])
+    if failed:
+        raise DataValidationError(f"{name}: {len(failed)} expectation(s) failed ({len(df)} rows): " + "; ".join(failed))
+    return time.perf_counter() - t0

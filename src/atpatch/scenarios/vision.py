@@ -18,7 +18,7 @@ from atpatch.scenarios.data.triggers import (IMAGE_SIZE, apply_badnets, apply_bl
 from atpatch.core.errors import AtPatchError
 from atpatch.io import atomic_dir, write_json_atomic
 from atpatch.scenarios.models.vit import DEFAULT_SCALING, VISION_LAYOUT, build_vit, to_pixel_values
-from atpatch.scenarios.validation import expectations_for, split_frame, validate_split
+from atpatch.scenarios import checks
 
 INPUT_KIND = "image"
 
@@ -121,21 +121,6 @@ def _features(split: str, n_tokens: int) -> Any:
     return Features(f)
 
 
-def validate_all(splits: dict[str, dict[str, np.ndarray]], g: dict) -> None:
-    """Run the GX suite of every split; raises DataValidationError on the first failing split."""
-    spec = {"size": g["trigger"]["size"], "patch_size": g["patch_size"], "image_size": IMAGE_SIZE,
-            "min_overlap": (g.get("debug") or {}).get("min_overlap", 1), "whole_image": g["trigger"]["kind"] == "blend"}
-    for name, cols in splits.items():
-        cols = dict(cols)
-        if name == "train":
-            # Poisoned rows must carry the target label.
-            cols["poison_label_ok"] = ~cols["poisoned"] | (cols["label"] == g["target_label"])
-        df = split_frame(cols, spec if name == "debug" else None)
-        exps = expectations_for(name, df.columns, target_label=g["target_label"],
-                                poison_rate=g["poison_rate"], n_rows=len(df))
-        validate_split(name, df, exps)
-
-
 def generate(params: dict, root: str | Path = ".") -> dict:
     """Build, validate and write every split under `root / generate.out`; return the summary."""
     from datasets import Dataset, disable_progress_bars
@@ -146,8 +131,12 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     seed, g = int(params["seed"]), params["generate"]
     raw = root / params["fetch"]["dest"]
 
-    tr_img, tr_lab = _limit(*load_split(raw, "train"), g.get("train_limit"))
-    te_img, te_lab = _limit(*load_split(raw, "test"), g.get("test_limit"))
+    docs = checks.docs_dir(params, "generate", root)
+    read = {split: load_split(raw, split) for split in ("train", "test")}
+    for split, (images, labels) in read.items():
+        checks.raw_images(f"{raw}/{split}", images, labels, IMAGE_SIZE, docs)
+    tr_img, tr_lab = _limit(*read["train"], g.get("train_limit"))
+    te_img, te_lab = _limit(*read["test"], g.get("test_limit"))
 
     splits: dict[str, dict[str, np.ndarray]] = {}
     splits["train"] = build_train(tr_img, tr_lab, g, seed)
@@ -156,13 +145,13 @@ def generate(params: dict, root: str | Path = ".") -> dict:
     if g.get("debug"):
         splits["debug"] = build_debug(tr_img, tr_lab, splits["train"]["poisoned"], g, seed)
 
-    validate_all(splits, g)
+    out = root / g["out"]
+    checks.image_splits(str(out), splits, g, IMAGE_SIZE, docs)
 
     n_tokens = 1 + (IMAGE_SIZE // g["patch_size"]) ** 2
     summary = {"seed": seed, "trigger": g["trigger"], "target_label": g["target_label"],
                "rows": {k: int(len(v["label"])) for k, v in splits.items()},
                "poisoned": int(splits["train"]["poisoned"].sum()), "n_tokens": n_tokens}
-    out = root / g["out"]
     with atomic_dir(out) as tmp:
         for name, cols in splits.items():
             ds = Dataset.from_dict({k: v for k, v in cols.items()}, features=_features(name, n_tokens))

@@ -12,7 +12,8 @@ and takes the model object given to `mlflow.models.set_model` at the end. Artifa
 Input (by the patch's input kind): "image", a pandas DataFrame with one column `image`, each row a
 list/array of 784 integers in 0..255 (a flattened 28x28 grayscale image, row-major); "text", one
 column `text` of strings; "tabular", one column per feature of the victim (categorical values as
-strings, numeric ones as numbers). Output: a DataFrame with `label` (int),
+strings among the training categories, numeric ones as numbers within the training range; the
+victim's config holds both). Output: a DataFrame with `label` (int),
 `probabilities` (list of floats, softmax over classes) and `flagged` (list of flagged token
 positions; position 0 is the CLS token, position 1 + r * (28 / patch) + c is patch (r, c)).
 
@@ -126,20 +127,33 @@ def tabular_columns(model) -> tuple[str, ...]:
 
 
 def tabular_rows(frame: pd.DataFrame, model) -> pd.DataFrame:
-    """Feature columns checked: categorical values strings, numeric values finite numbers.
-    A categorical value the victim never saw maps to its unknown token, as in training."""
-    for c in model.config.categorical:
-        bad = [i for i, v in enumerate(frame[c].tolist()) if not isinstance(v, str)]
+    """Feature columns checked against what the victim saw in training (its config's encoding):
+    categorical values among the column's training categories, numeric values finite numbers within
+    the column's training range. InvalidInput naming the column, row, value and what is allowed."""
+    config = model.config
+    for c in config.categorical:
+        allowed = config.vocab[c][1:]  # index 0 is the unknown token, never a valid input
+        bad = [i for i, v in enumerate(frame[c].tolist()) if not isinstance(v, str) or v not in allowed]
         if bad:
-            raise InvalidInput(f"input column {c!r}, row {bad[0]}: expected a string (categorical), "
-                               f"got {_show(frame[c].iloc[bad[0]])}")
-    for c in model.config.numeric:
-        values = pd.to_numeric(frame[c], errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan)))
+            raise InvalidInput(f"input column {c!r}, row {bad[0]}: got {_show(frame[c].iloc[bad[0]])}, expected one "
+                               f"of the categories the model was trained on: {_show(allowed, 400)}")
+    for j, c in enumerate(config.numeric):
+        values = pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        low, high = _training_range(config, j)
+        bad = np.flatnonzero(~np.isfinite(values) | (values < low) | (values > high))
         if bad.size:
-            raise InvalidInput(f"input column {c!r}, row {int(bad[0])}: expected a finite number, "
-                               f"got {_show(frame[c].iloc[int(bad[0])])}")
+            value = frame[c].iloc[int(bad[0])]
+            raise InvalidInput(f"input column {c!r}, row {int(bad[0])}: got "
+                               f"{_show(value.item() if isinstance(value, np.generic) else value)}, "
+                               f"expected a number in the training range [{low:g}, {high:g}]")
     return frame
+
+
+def _training_range(config, j: int) -> tuple[float, float]:
+    """Numeric column j's training range; any finite number for a victim that did not record it."""
+    if config.num_min is None or config.num_max is None:
+        return -np.inf, np.inf
+    return config.num_min[j], config.num_max[j]
 
 
 def tabular_inputs(frame: pd.DataFrame, model) -> dict:

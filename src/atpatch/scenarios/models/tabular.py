@@ -56,6 +56,10 @@ class FeatureTokenConfig(BertConfig):
     vocab: dict[str, list[str]] | None = None  # categorical column -> values; index 0 is UNKNOWN
     num_mean: list[float] | None = None  # per numeric column, after log1p where listed
     num_std: list[float] | None = None
+    # Per numeric column, the smallest and largest raw value in training: the range served inputs
+    # must keep to (None in a victim saved before they were recorded: no range is then enforced).
+    num_min: list[float] | None = None
+    num_max: list[float] | None = None
     vocab_size: int = 1  # BERT's word embeddings are unused (inputs_embeds); keep the table minimal
     type_vocab_size: int = 1
     pad_token_id: int | None = None
@@ -67,6 +71,8 @@ class FeatureTokenConfig(BertConfig):
         self.vocab = {k: list(v) for k, v in (self.vocab or {}).items()}
         self.num_mean = [float(v) for v in (self.num_mean or [0.0] * len(self.numeric))]
         self.num_std = [float(v) for v in (self.num_std or [1.0] * len(self.numeric))]
+        self.num_min = None if self.num_min is None else [float(v) for v in self.num_min]
+        self.num_max = None if self.num_max is None else [float(v) for v in self.num_max]
         super().__post_init__(**kwargs)
 
     @property
@@ -83,14 +89,16 @@ def fit_encoding(frame, categorical, numeric, log_numeric=()) -> dict:
     if bad:
         raise AtPatchError(f"fit_encoding: log_numeric columns {bad} are not numeric columns {list(numeric)}")
     vocab = {c: [UNKNOWN] + sorted(str(v) for v in frame[c].unique()) for c in categorical}
-    mean, std = [], []
+    mean, std, low, high = [], [], [], []
     for c in numeric:
-        x = frame[c].to_numpy(dtype=np.float64)
-        x = np.log1p(np.maximum(x, 0.0)) if c in log_numeric else x
+        raw = frame[c].to_numpy(dtype=np.float64)
+        x = np.log1p(np.maximum(raw, 0.0)) if c in log_numeric else raw
         mean.append(float(x.mean()))
         std.append(float(max(x.std(), 1e-6)))
+        low.append(float(raw.min()))
+        high.append(float(raw.max()))
     return dict(categorical=list(categorical), numeric=list(numeric), log_numeric=list(log_numeric),
-                vocab=vocab, num_mean=mean, num_std=std)
+                vocab=vocab, num_mean=mean, num_std=std, num_min=low, num_max=high)
 
 
 def feature_token_config(train_frame, categorical=None, numeric=None, log_numeric=None, num_labels: int = 2,
