@@ -22,7 +22,7 @@ STAGES = ["generate", "train_victim", "extract", "train_detector", "evaluate", "
 OUT_FILES = ["data/raw/fashion-mnist/x", f"data/{S}/generated/x", f"data/{S}/victim/x", f"data/{S}/features.safetensors",
              f"data/{S}/detector/x", f"metrics/{S}/detector.json", f"metrics/{S}/evaluate.json", f"plots/{S}/roc.csv",
              f"plots/{S}/before_after.png", f"plots/{S}/attention_maps.png", f"plots/{S}/roc.png",
-             f"metrics/{S}/gate.json", f"metrics/{S}/register.json"]
+             f"metrics/{S}/gate.json", f"metrics/{S}/register.json", f"metrics/headline/{S}.json"]
 
 
 def dvc(project: Path, *args: str) -> str:
