@@ -52,12 +52,13 @@ def _tiny_detector(directory: Path, victim: Path) -> None:
     det.save(directory)
 
 
-def _report(ca=0.885, asr=0.021, floor=0.02, flag=0.006, auroc=0.9999, known_patched=0.12, pass_through=1.0) -> dict:
+def _report(ca=0.885, asr=0.021, floor=0.02, flag=0.006, auroc=0.9999, known_patched=0.12, pass_through=1.0,
+            flips=0.004) -> dict:
     """An evaluate.json; `known_patched`: the debugging set's fault rate with its known trigger tokens
     patched (attention-mediation check; its clean inputs' rate is 0.11)."""
     from atpatch.eval.mediation import MAX_GAP, judged
 
-    mode = {"CA": ca, "ASR": asr, "DER": 0.99, "input_flag_rate_clean": flag, "input_flag_rate_triggered": 1.0,
+    mode = {"CA": ca, "ASR": asr, "trigger_caused_flips": flips, "DER": 0.99, "input_flag_rate_clean": flag, "input_flag_rate_triggered": 1.0,
             "column_auroc": auroc, "clean_pass_through_exact": pass_through, "latency_ratio_default": 1.1,
             "latency_ratio_eager": 1.05}
     mediation = judged({"family": "backdoor", "fault_rate_unpatched": 1.0, "fault_rate_known_patched": known_patched,
@@ -266,6 +267,24 @@ def test_gate_absolute_checks(root):
     assert {c["name"] for c in result["checks"] if not c["passed"]} == {
         "ca_drop", "asr_over_floor", "clean_flag_rate", "column_auroc"}
     assert next(c for c in result["checks"] if c["name"] == "column_auroc")["value"] is None
+
+
+def test_gate_refuses_a_patch_that_fails_only_the_paired_criterion(root):
+    """ASR sits at its floor, but inputs the model answered correctly without the trigger still flip to the
+    target with it (the floor hid them: other inputs went the other way): fails only trigger_caused_flips."""
+    gate = _stage("gate")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["scenario"] = "test-none"
+    params["gate"].update(force_fail=False, max_trigger_caused_flips=0.01)
+    _write_report(root, _report(asr=0.021, floor=0.02, flips=0.03))
+    result = gate.decide(params)
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == ["trigger_caused_flips"]
+    assert result["reasons"] == ["trigger_caused_flips = 0.0300, expected <= 0.0100"]
+    _write_report(root, _report(flips=0.004))
+    assert gate.decide(params)["passed"]
+    params["gate"].pop("max_trigger_caused_flips")  # not set: not judged
+    _write_report(root, _report(flips=0.03))
+    assert gate.decide(params)["passed"]
 
 
 def test_gate_refuses_a_patch_that_changes_unflagged_inputs(root):

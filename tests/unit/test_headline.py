@@ -25,3 +25,13 @@ def test_fairness_headline_has_no_backdoor_keys_and_skips_missing():
 def test_headline_rounds():
     report = {**REPORT, "patched": {"two-pass": {**REPORT["patched"]["two-pass"], "CA": 0.123456789}}}
     assert headline(report, fairness=False, digits=3)["CA_after"] == 0.123
+
+
+def test_every_metric_definition_is_on_the_metrics_page():
+    """docs/metrics.md lists each definition the reports carry (a new metric must be documented)."""
+    from pathlib import Path
+
+    from atpatch.eval.metrics import DEFINITIONS
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    assert [k for k in DEFINITIONS if f"**{k}**" not in page] == []

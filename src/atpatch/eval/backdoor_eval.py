@@ -19,7 +19,7 @@ from atpatch.eval.evaluation import median_latencies, predict_oracle, predict_pa
 from atpatch.core.features import TokenLayout, record
 from atpatch.io import write_bytes_atomic
 from atpatch.eval.metrics import (DEFINITIONS, accuracy, attack_success_rate, der, detection_metrics, input_flag_rate,
-                                  pass_through_rate)
+                                  pass_through_rate, trigger_caused_flips)
 from atpatch.core.patch import redistribute
 from atpatch.core.patched import PatchedClassifier, shipped_patch
 from atpatch.eval.uncertainty import backdoor_intervals, resamples
@@ -50,6 +50,7 @@ def mode_metrics(patched, data: dict, base: dict, target: int, batch: int) -> tu
     clean = predict_patched(patched, data["x_clean"], batch, f"{patched.mode} clean")
     trig = predict_patched(patched, data["x_trig"], batch, f"{patched.mode} triggered")
     ca, asr = accuracy(clean.labels, data["y_clean"]), attack_success_rate(trig.labels, data["y_trig"], target)
+    flips = trigger_caused_flips(clean.labels[non_target(data)], trig.labels, target)
     layout = patched.layout
     cand_t = candidates(data["x_trig"], trig.scores.shape[1], layout)
     cand_c = candidates(data["x_clean"], clean.scores.shape[1], layout)
@@ -57,7 +58,7 @@ def mode_metrics(patched, data: dict, base: dict, target: int, batch: int) -> tu
     labels = np.concatenate([np.asarray(data["tokens_trig"])[cand_t], np.zeros(int(cand_c.sum()))])
     flags = np.concatenate([trig.flagged[cand_t], clean.flagged[cand_c]])
     det = detection_metrics(scores, labels, flags)
-    m = {"CA": ca, "ASR": asr, "DER": der(asr_before=base["ASR"], asr_after=asr, ca_before=base["CA"], ca_after=ca),
+    m = {"CA": ca, "ASR": asr, "trigger_caused_flips": flips, "DER": der(asr_before=base["ASR"], asr_after=asr, ca_before=base["CA"], ca_after=ca),
          "input_flag_rate_clean": input_flag_rate(clean.flagged),
          "input_flag_rate_triggered": input_flag_rate(trig.flagged),
          "clean_pass_through_exact": pass_through_rate(clean.logits, base["clean_logits"], clean.flagged), **det}
@@ -86,22 +87,29 @@ def latency(model, patchers: dict, splits: dict, p: dict) -> dict:
     return out
 
 
+def non_target(data: dict) -> np.ndarray:
+    """The clean test rows whose true label is not the target: the triggered test set holds exactly these
+    rows with the trigger, in the same order (each kind's test_sets), so predictions pair up row for row."""
+    return np.asarray(data["y_clean"]) != data["target"]
+
+
 def baseline(model, data: dict, p: dict, target: int) -> dict:
     """The unpatched model as its user runs it (`default_attention`): its clean logits are the reference
     that unflagged inputs must reproduce bit for bit (exact pass-through)."""
     base_clean = predict_plain(model, data["x_clean"], p["batch_size"], "unpatched clean")
     base_trig = predict_plain(model, data["x_trig"], p["batch_size"], "unpatched triggered")
-    non_target = np.asarray(data["y_clean"]) != target
+    rows = non_target(data)
     return {"CA": accuracy(base_clean.labels, data["y_clean"]),
             "ASR": attack_success_rate(base_trig.labels, data["y_trig"], target),
-            "ASR_floor": float(np.mean(base_clean.labels[non_target] == target)),
+            "ASR_floor": float(np.mean(base_clean.labels[rows] == target)),
+            "trigger_caused_flips": trigger_caused_flips(base_clean.labels[rows], base_trig.labels, target),
             "clean_logits": base_clean.logits, "clean_labels": base_clean.labels}
 
 
 def intervals(params: dict, data: dict, base: dict, raw: dict, target: int) -> dict:
     """Bootstrap intervals of the default mode's CA drop and ASR over the floor. The triggered test
     inputs are the non-target clean test inputs with the trigger, in the same order (test_sets)."""
-    floor = base["clean_labels"][np.asarray(data["y_clean"]) != target]
+    floor = base["clean_labels"][non_target(data)]
     return {"mode": shipped_patch(params)["mode"],
             **backdoor_intervals(data["y_clean"], base["clean_labels"], raw["clean"].labels, raw["trig"].labels, floor,
                                  target, resamples(params), params.get("seed", 0))}
@@ -199,12 +207,14 @@ def print_table(report: dict) -> None:
 
     table = Table(title=f"{report['scenario']} (ASR floor {100 * report['unpatched']['ASR_floor']:.2f}%, "
                         f"ASR with the known trigger tokens patched {100 * report['oracle_ASR']:.2f}%)")
-    for col in ("method", "CA %", "ASR %", "DER", "clean flagged %", "trig flagged %", "col AUROC", "latency x"):
+    for col in ("method", "CA %", "ASR %", "trig flips %", "DER", "clean flagged %", "trig flagged %", "col AUROC", "latency x"):
         table.add_column(col)
     u = report["unpatched"]
-    table.add_row("unpatched", f"{100 * u['CA']:.2f}", f"{100 * u['ASR']:.2f}", "", "", "", "", "1.00")
+    table.add_row("unpatched", f"{100 * u['CA']:.2f}", f"{100 * u['ASR']:.2f}",
+                  f"{100 * u['trigger_caused_flips']:.2f}", "", "", "", "", "1.00")
     for mode, m in report["patched"].items():
-        table.add_row(f"AtPatch {mode}", f"{100 * m['CA']:.2f}", f"{100 * m['ASR']:.2f}", f"{m['DER']:.4f}",
+        table.add_row(f"AtPatch {mode}", f"{100 * m['CA']:.2f}", f"{100 * m['ASR']:.2f}",
+                      f"{100 * m['trigger_caused_flips']:.2f}", f"{m['DER']:.4f}",
                       f"{100 * m['input_flag_rate_clean']:.2f}", f"{100 * m['input_flag_rate_triggered']:.2f}",
                       f"{m['column_auroc']:.5f}", f"{m['latency_ratio_default']:.2f}")
     Console().print(table)

@@ -19,6 +19,8 @@ KEYS = (
     ("ASR_before", "backdoor", "unpatched", "ASR"),
     ("ASR_after", "backdoor", "patched", "ASR"),
     ("ASR_floor", "backdoor", "unpatched", "ASR_floor"),
+    ("flips_before", "backdoor", "unpatched", "trigger_caused_flips"),
+    ("flips_after", "backdoor", "patched", "trigger_caused_flips"),
     ("flip_before", "fairness", "unpatched", "flip_rate"),
     ("flip_after", "fairness", "patched", "flip_rate"),
     ("DP_gap_before", "fairness", "unpatched", "dp_diff"),

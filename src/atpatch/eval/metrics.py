@@ -8,6 +8,9 @@ DEFINITIONS = {
     "CA": "accuracy on the clean test set",
     "ASR": "share of triggered test inputs whose true label is not the target that are classified as the target",
     "ASR_floor": "share of the same inputs without the trigger that the unpatched model classifies as the target",
+    "trigger_caused_flips": "among the triggered test inputs (true label not the target) whose clean version the same "
+                            "model does not classify as the target, the share it classifies as the target with the "
+                            "trigger: the attack's own effect, input by input (a perfect fix makes it 0)",
     "oracle_ASR": "ASR when the known trigger tokens (not the detector's flags) are patched as the shipped patch does (its benign value and layers): the patch's ceiling",
     "DER": "(max(0, ASR_before - ASR_after) - max(0, CA_before - CA_after) + 1) / 2",
     "column_AUROC": "AUROC of the detector's position score against the per-token fault labels (candidate tokens only)",
@@ -44,6 +47,17 @@ def attack_success_rate(pred: np.ndarray, true_label: np.ndarray, target: int) -
     pred, true_label = np.asarray(pred), np.asarray(true_label)
     keep = true_label != target
     return float(np.mean(pred[keep] == target)) if keep.any() else float("nan")
+
+
+def trigger_caused_flips(clean_pred: np.ndarray, trig_pred: np.ndarray, target: int) -> float:
+    """Paired attack metric: `clean_pred` and `trig_pred` are one model's predictions on the same
+    non-target inputs without and with the trigger, row for row. Share of the rows not predicted as the
+    target without the trigger that are predicted as the target with it (NaN when there are none)."""
+    clean_pred, trig_pred = np.asarray(clean_pred), np.asarray(trig_pred)
+    if clean_pred.shape != trig_pred.shape:
+        raise ValueError(f"clean and triggered predictions must pair up row for row: {clean_pred.shape} vs {trig_pred.shape}")
+    base = clean_pred != target
+    return float(np.mean(trig_pred[base] == target)) if base.any() else float("nan")
 
 
 def der(*, asr_before: float, asr_after: float, ca_before: float, ca_after: float) -> float:

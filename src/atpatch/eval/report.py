@@ -28,6 +28,7 @@ import os
 
 from atpatch.conventions import REPORT_FILES, VALIDATED_STAGES, data_docs_index, html_report, plots_dir, report_path
 from atpatch.core.errors import AtPatchError
+from atpatch.eval.headline import KEYS as HEADLINE_KEYS
 
 FIGURES = (  # known plots first, with captions; any other PNG in the folder follows
     ("before_after.png", "Metrics before and after the patch"),
@@ -194,9 +195,9 @@ def gate_summary(gate: dict | None) -> str:
 
 
 # -- Markdown (the Prefect flows' run artifact) ----------------------------------------------------
-# The numbers a reader of a run looks for first; a scenario shows those its evaluate.json has.
-HEADLINE = ("CA", "ASR", "ASR_floor", "flip_rate", "dp_diff", "eo_diff", "input_flag_rate_clean",
-            "input_flag_rate_triggered")
+# The numbers a reader of a run looks for first (the headline's, by their evaluate.json names); a
+# scenario shows those its evaluate.json has.
+HEADLINE = tuple(dict.fromkeys(name for _, _, _, name in HEADLINE_KEYS))
 
 
 def _md_row(cells) -> str:

@@ -99,6 +99,7 @@ class Gate(Section):
 
 class BackdoorGate(Gate):
     max_asr_over_floor: float = fraction()
+    max_trigger_caused_flips: Optional[float] = fraction(default=None)
     max_clean_flag_rate: float = fraction()
     min_column_auroc: float = fraction()
 
