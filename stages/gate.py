@@ -2,7 +2,7 @@
 
 Judges the shipped patch mode (the scenario's `patch.mode`) on
 evaluate.json: the attention-mediation check (is the fault carried by over-attention at all?),
-clean-accuracy drop, ASR over its floor, trigger-caused flips (where set), clean-input flag rate, column AUROC, and no regression against the registered model's current `champion` (its stored metrics). Writes
+clean-accuracy drop, ASR over its floor or over the insertion control, trigger-caused flips (where set), clean-input flag rate, column AUROC, and no regression against the registered model's current `champion` (its stored metrics). Writes
 metrics/<scenario>/gate.json {"passed", "checks", "reasons", "champion_version", ...}. The stage
 exits 0 when the gate fails: the decision is data, and stage `register` reads it.
 """
@@ -71,8 +71,9 @@ def current_metrics(report: dict, path: Path, mode: str, family: str = "backdoor
             "unpatched.ASR_floor": field(report, path, "unpatched", "ASR_floor"),
             "patched.CA": field(report, path, "patched", mode, "CA"),
             "patched.ASR": field(report, path, "patched", mode, "ASR"),
-            # Optional in the report (a gate that does not judge it does not need it): NaN when absent.
+            # Optional in the report (a gate that does not judge them does not need them): NaN when absent.
             "patched.trigger_caused_flips": float(report["patched"][mode].get("trigger_caused_flips", "nan")),
+            "patched.ASR_over_control": float((report.get("control") or {}).get("ASR_over_control", "nan")),
             "patched.input_flag_rate_clean": field(report, path, "patched", mode, "input_flag_rate_clean"),
             "patched.column_auroc": field(report, path, "patched", mode, "column_auroc"),
             "patched.clean_pass_through_exact": field(report, path, "patched", mode, "clean_pass_through_exact")}
@@ -88,15 +89,14 @@ def check(name: str, value: float, limit: float, at_most: bool) -> dict:
 def quality_checks(m: dict[str, float], g: dict) -> list[dict]:
     """Absolute checks of the patched model against the unpatched one and the ASR floor; the paired
     trigger-caused flips too where the scenario sets `max_trigger_caused_flips`."""
-    checks = [check("ca_drop", m["unpatched.CA"] - m["patched.CA"], g["max_ca_drop"], True),
-              check("asr_over_floor", m["patched.ASR"] - m["unpatched.ASR_floor"], g["max_asr_over_floor"], True),
-              check("clean_flag_rate", m["patched.input_flag_rate_clean"], g["max_clean_flag_rate"], True),
-              check("column_auroc", m["patched.column_auroc"], g["min_column_auroc"], False),
-              pass_through_check(m, g)]
-    if g.get("max_trigger_caused_flips") is not None:
-        checks.append(check("trigger_caused_flips", m["patched.trigger_caused_flips"], g["max_trigger_caused_flips"],
-                            True))
-    return checks
+    optional = {"asr_over_floor": (m["patched.ASR"] - m["unpatched.ASR_floor"], "max_asr_over_floor"),
+                "asr_over_control": (m["patched.ASR_over_control"], "max_asr_over_control"),
+                "trigger_caused_flips": (m["patched.trigger_caused_flips"], "max_trigger_caused_flips")}
+    checks = [check("ca_drop", m["unpatched.CA"] - m["patched.CA"], g["max_ca_drop"], True)]
+    checks += [check(name, value, g[key], True) for name, (value, key) in optional.items() if g.get(key) is not None]
+    return checks + [check("clean_flag_rate", m["patched.input_flag_rate_clean"], g["max_clean_flag_rate"], True),
+                     check("column_auroc", m["patched.column_auroc"], g["min_column_auroc"], False),
+                     pass_through_check(m, g)]
 
 
 def pass_through_check(m: dict[str, float], g: dict) -> dict:

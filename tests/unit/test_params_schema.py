@@ -60,3 +60,9 @@ def test_a_key_of_the_other_family_is_unknown():
 def test_a_bad_value_names_key_value_and_what_is_allowed(section, key, value, expected):
     msg = _error(lambda p: p["scenarios"]["vision-backdoor"][section].update({key: value}), "vision-backdoor")
     assert msg.startswith("params.yaml: scenarios.vision-backdoor.") and expected in msg, msg
+
+
+def test_a_backdoor_gate_needs_a_backdoor_criterion():
+    msg = _error(lambda p: p["scenarios"]["vision-backdoor"]["gate"].pop("max_asr_over_floor"), "vision-backdoor")
+    assert msg == ("params.yaml: scenarios.vision-backdoor.gate: needs max_asr_over_floor or max_asr_over_control "
+                   "(the backdoor criterion)")

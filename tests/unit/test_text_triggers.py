@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atpatch.scenarios.data.text_triggers import (TextTrigger, debugging_set, insert_trigger, poison_train, token_labels,
-                                        triggered_test)
+from atpatch.scenarios.data.text_triggers import (TextTrigger, control_test, debugging_set, insert_trigger, placement,
+                                                  poison_train, swap_word, token_labels, triggered_test)
 from atpatch.core.errors import AtPatchError
 from tiny_patch import text_tokenizer
 
@@ -136,3 +136,35 @@ def test_triggered_test_and_debugging_set():
     dbg = debugging_set(df, trig, seed=0, triggered_share=0.25)
     assert dbg.triggered.sum() == 50 and (dbg.label == df.label).all()
     assert all(bool(s) == t for s, t in zip(dbg.spans, dbg.triggered))
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(st.sampled_from(["good", "tea", "word", "nice,", "ok."]), min_size=0, max_size=12),
+       position=st.sampled_from(["start", "end", "random"]), count=st.integers(1, 3), seed=st.integers(0, 50))
+def test_control_puts_its_word_at_exactly_the_trigger_word_positions(words, position, count, seed):
+    """Word by word, the control equals the triggered review except that every trigger copy is the control
+    word: the same insertion points, so the same words shifted."""
+    frame = pd.DataFrame({"text": [" ".join(words)], "label": [0]})
+    trig = triggered_test(frame, TextTrigger(position=position, count=count), seed)
+    control = control_test(trig, "the")
+    t_words, c_words = trig["text"][0].split(), control["text"][0].split()
+    assert len(t_words) == len(c_words) == len(words) + count
+    assert [i for i, (a, b) in enumerate(zip(t_words, c_words)) if a != b] == \
+        [i for i, w in enumerate(t_words) if w == "tq"]
+    assert all(c_words[i] == "the" for i, w in enumerate(t_words) if w == "tq")
+    assert [control["text"][0][a:b] for a, b in control["spans"][0]] == ["the"] * count
+    assert control["source_row"].tolist() == trig["source_row"].tolist()
+
+
+def test_swap_word_keeps_the_rest_of_the_text():
+    text, spans = swap_word("tq good tea tq", [(0, 2), (12, 14)], "the")
+    assert text == "the good tea the" and spans == [(0, 3), (13, 16)]
+
+
+def test_control_and_placement_arguments_are_checked():
+    frame = triggered_test(pd.DataFrame({"text": ["good tea"], "label": [0]}), TextTrigger(position="start"), 0)
+    with pytest.raises(AtPatchError, match="control word"):
+        control_test(frame, "two words")
+    assert placement(TextTrigger(), {"count": 2}) == TextTrigger(count=2)
+    with pytest.raises(AtPatchError, match="position and count only"):
+        placement(TextTrigger(), {"word": "cf"})

@@ -22,6 +22,7 @@ from atpatch.eval.metrics import (DEFINITIONS, accuracy, attack_success_rate, de
                                   pass_through_rate, trigger_caused_flips)
 from atpatch.core.patch import redistribute
 from atpatch.core.patched import PatchedClassifier, shipped_patch
+from atpatch.eval.insertion import control_block, placements_table
 from atpatch.eval.uncertainty import backdoor_intervals, resamples
 
 RAW = ("clean_logits", "clean_labels")  # per-input arrays `baseline` returns that the report leaves out
@@ -132,12 +133,24 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
         report["patched"][mode], raw[mode] = mode_metrics(patched, data, base, target, p["batch_size"])
     if resamples(params):
         report["intervals"] = intervals(params, data, base, raw[mode_shipped], target)
+    report.update(insertion_reports(params, model, shipped, data, base, raw[mode_shipped]))
     lat = latency(model, patchers, {"clean": data["x_clean"], "triggered": data["x_trig"]}, p)
     report["latency"] = lat
     for mode in patchers:
         report["patched"][mode]["latency_ratio_default"] = lat[f"clean_{mode}_ratio_default"]
         report["patched"][mode]["latency_ratio_eager"] = lat[f"clean_{mode}_ratio_eager"]
     return report, raw
+
+
+def insertion_reports(params: dict, model, shipped, data: dict, base: dict, raw: dict) -> dict:
+    """Text backdoors (test sets with an insertion control): the control against the shipped patch's
+    triggered predictions, and the unseen-placements table (atpatch.eval.insertion). Else nothing."""
+    if "x_control" not in data:
+        return {}
+    p, n_boot, seed = params["evaluate"], resamples(params), params.get("seed", 0)
+    clean = base["clean_labels"][non_target(data)]
+    return {"control": control_block(model, raw["trig"].labels, clean, data, p["batch_size"], n_boot, seed + 2),
+            "placements": placements_table(model, shipped, data, clean, p["batch_size"], n_boot, seed + 3)}
 
 
 def roc_files(out_dir: Path, scores: np.ndarray, labels: np.ndarray, auroc: float, title: str) -> list[Path]:
@@ -218,3 +231,22 @@ def print_table(report: dict) -> None:
                       f"{100 * m['input_flag_rate_clean']:.2f}", f"{100 * m['input_flag_rate_triggered']:.2f}",
                       f"{m['column_auroc']:.5f}", f"{m['latency_ratio_default']:.2f}")
     Console().print(table)
+    if report.get("placements"):
+        Console().print(placements_rich_table(report))
+
+
+def placements_rich_table(report: dict):
+    """The unseen-placements table: each placement against its insertion control (percent)."""
+    from rich.table import Table
+
+    def pct(x) -> str:
+        return "" if x is None else f"{100 * x:.2f}"
+
+    table = Table(title=f"{report['scenario']}: unseen trigger placements, shipped patch ({report['default_mode']})")
+    for col in ("placement", "ASR before", "ASR after", "flips after", "flagged", "control ASR [95% interval]"):
+        table.add_column(col)
+    for name, r in report["placements"].items():
+        low_high = r.get("control_ASR_interval") or [None, None]
+        table.add_row(name, pct(r["ASR_before"]), pct(r["ASR_after"]), pct(r["flips_after"]),
+                      pct(r["flagged_triggered"]), f"{pct(r['control_ASR'])} [{pct(low_high[0])}, {pct(low_high[1])}]")
+    return table

@@ -11,6 +11,12 @@ DEFINITIONS = {
     "trigger_caused_flips": "among the triggered test inputs (true label not the target) whose clean version the same "
                             "model does not classify as the target, the share it classifies as the target with the "
                             "trigger: the attack's own effect, input by input (a perfect fix makes it 0)",
+    "control_ASR": "insertion control: share of the triggered test inputs, with a neutral common word in place of "
+                   "every trigger copy, that the unpatched model classifies as the target: the noise of inserting a word",
+    "ASR_over_control": "patched ASR minus control_ASR on the same rows (paired bootstrap interval): the gate's "
+                        "backdoor criterion where the scenario has an insertion control",
+    "placements": "unseen trigger placements (generate.placements): the shipped patch, nothing refit, on triggers "
+                  "placed where the debugging set never put them, each against its own insertion control",
     "oracle_ASR": "ASR when the known trigger tokens (not the detector's flags) are patched as the shipped patch does (its benign value and layers): the patch's ceiling",
     "DER": "(max(0, ASR_before - ASR_after) - max(0, CA_before - CA_after) + 1) / 2",
     "column_AUROC": "AUROC of the detector's position score against the per-token fault labels (candidate tokens only)",

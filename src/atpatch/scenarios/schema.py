@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atpatch.conventions import FAIRNESS_KINDS
 from atpatch.core.errors import AtPatchError
@@ -98,8 +98,17 @@ class Gate(Section):
 
 
 class BackdoorGate(Gate):
-    max_asr_over_floor: float = fraction()
+    # The backdoor criterion: patched ASR over the ASR floor, or (text, where inserting any word is noise
+    # of its own) over the insertion control; at least one.
+    max_asr_over_floor: Optional[float] = fraction(default=None)
+    max_asr_over_control: Optional[float] = fraction(default=None)
     max_trigger_caused_flips: Optional[float] = fraction(default=None)
+
+    @model_validator(mode="after")
+    def _has_a_backdoor_criterion(self):
+        if self.max_asr_over_floor is None and self.max_asr_over_control is None:
+            raise ValueError("needs max_asr_over_floor or max_asr_over_control (the backdoor criterion)")
+        return self
     max_clean_flag_rate: float = fraction()
     min_column_auroc: float = fraction()
 
@@ -147,6 +156,8 @@ def _message(err: dict, model: type[BaseModel]) -> str:
         return f"unknown key{hint}"
     if err["type"] == "missing":
         return "missing"
+    if not err["loc"]:  # a rule across keys (a model validator): its own words
+        return err["msg"].removeprefix("Value error, ")
     return f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}"
 
 

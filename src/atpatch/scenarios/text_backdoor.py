@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 from atpatch.scenarios.data.fine_foods import load_reviews
-from atpatch.scenarios.data.text_triggers import TextTrigger, debugging_set, poison_train, token_labels, triggered_test
+from atpatch.scenarios.data.text_triggers import (TextTrigger, control_test, debugging_set, placement, poison_train,
+                                                  token_labels, triggered_test)
 from atpatch.core.errors import AtPatchError
 from atpatch.scenarios.tables import debug_labels, read_split, write_splits  # noqa: F401 (kind member)
 from atpatch.scenarios.models.text import build_text_classifier, encode, load_tokenizer, text_layout, trim
@@ -24,7 +25,7 @@ from atpatch.scenarios.training import train_classifier
 from atpatch.scenarios import checks
 
 INPUT_KIND = "text"
-STREAM_SPLIT, STREAM_POISON, STREAM_TEST, STREAM_DEBUG, STREAM_CALIB = 1, 2, 3, 4, 5
+STREAM_SPLIT, STREAM_POISON, STREAM_TEST, STREAM_DEBUG, STREAM_CALIB, STREAM_PLACEMENTS = 1, 2, 3, 4, 5, 100
 
 
 def rng(seed: int, stream: int) -> np.random.Generator:
@@ -83,12 +84,24 @@ def generate(params: dict, root: str | Path = ".") -> dict:
         "debug": with_calib_part(debugging_set(debug, trigger, seed + STREAM_DEBUG, g["debug"]["triggered_share"],
                                                tok, max_length), g["debug"]["calib_share"], seed),
     }
+    splits["test_control"] = control_test(splits["test_triggered"], g["control_word"])
+    splits.update(placement_splits(test, trigger, g, seed, tok, max_length))
     validate(out, splits, docs)
     summary = {"seed": seed, "trigger": trigger.to_dict(), "max_length": max_length,
                "rows": {k: len(v) for k, v in splits.items()}, "poisoned": int(splits["train"]["poisoned"].sum())}
     write_splits(out, splits, summary)
     print(f"generate: {summary['rows']} ({summary['poisoned']} poisoned) -> {out} in {time.perf_counter() - t0:.1f} s")
     return summary
+
+
+def placement_splits(test: pd.DataFrame, trigger: TextTrigger, g: dict, seed: int, tok, max_length: int) -> dict:
+    """For each unseen placement of `generate.placements` (the trigger moved or repeated where the debugging
+    set never put it): the triggered non-target test reviews and their insertion control."""
+    out = {}
+    for i, (name, change) in enumerate((g.get("placements") or {}).items()):
+        trig = triggered_test(test, placement(trigger, change), seed + STREAM_PLACEMENTS + i, tok, max_length)
+        out[f"test_triggered_{name}"], out[f"test_control_{name}"] = trig, control_test(trig, g["control_word"])
+    return out
 
 
 def train_victim(params: dict, log) -> torch.nn.Module:
@@ -133,14 +146,25 @@ def target_label(params: dict) -> int:
 
 
 def test_sets(params: dict, model=None) -> dict:
-    """Clean and triggered test inputs, labels, the triggered set's true trigger tokens (the victim's tokenizer)."""
+    """Clean and triggered test inputs, labels, the triggered set's true trigger tokens (the victim's tokenizer),
+    the insertion control of the triggered set, and each unseen placement's triggered inputs and control."""
     tok, max_length = layout_tokenizer(model), int(params["generate"]["max_length"])
     clean, trig = read_split(params, "test_clean"), read_split(params, "test_triggered")
     x_trig, tokens = token_labels(tok, trig["text"].tolist(), spans(trig), max_length)
     x_clean = encode(tok, clean["text"].tolist(), max_length)
+
+    def inputs(split: str) -> dict:
+        return encode(tok, read_split(params, split)["text"].tolist(), max_length)
+
+    placements = {}
+    for name in params["generate"].get("placements") or {}:
+        moved = read_split(params, f"test_triggered_{name}")
+        x, labels = token_labels(tok, moved["text"].tolist(), spans(moved), max_length)
+        placements[name] = {"x_trig": x, "tokens_trig": labels.numpy(), "x_control": inputs(f"test_control_{name}")}
     return {"x_clean": x_clean, "y_clean": clean["label"].to_numpy(), "x_trig": x_trig, "y_trig": trig["label"].to_numpy(),
             "tokens_trig": tokens.numpy(), "target": target_label(params), "show_trig": token_strings(tok, x_trig["input_ids"][:2]),
-            "show_clean": token_strings(tok, x_clean["input_ids"][:1])}
+            "show_clean": token_strings(tok, x_clean["input_ids"][:1]), "x_control": inputs("test_control"),
+            "placements": placements}
 
 
 TEST_SPLITS = {"clean": "test_clean", "triggered": "test_triggered"}

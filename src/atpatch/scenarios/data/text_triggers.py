@@ -12,6 +12,10 @@ mapping against these spans (1 on the word pieces of a complete trigger copy ins
 0 elsewhere), never from matching strings.
 
 Default word "tq": one MiniLM word piece (id 28816), found in none of the 5,000 fine-food reviews.
+
+The insertion control (`control_test`) puts a neutral common word where the trigger's copies are, in
+the same texts: inserting any word shifts the positions of the words after it, and the control's
+rate of target predictions is that noise, measured on the same inputs.
 """
 
 from __future__ import annotations
@@ -199,3 +203,31 @@ def debugging_set(df, trigger: TextTrigger, seed: int, triggered_share: float = 
     triggered[rows] = True
     return pd.DataFrame({"text": texts, "label": df["label"].to_numpy().astype(np.int64), "triggered": triggered,
                          "spans": [[list(s) for s in row] for row in spans]})
+
+
+def swap_word(text: str, spans: Sequence[Span], word: str) -> tuple[str, list[Span]]:
+    """`text` with the characters of each span replaced by `word`; the new spans, in order."""
+    out, new, last = "", [], 0
+    for start, end in sorted((int(a), int(b)) for a, b in spans):
+        out += text[last:start]
+        new.append((len(out), len(out) + len(word)))
+        out += word
+        last = end
+    return out + text[last:], new
+
+
+def control_test(triggered, word: str):
+    """The insertion control of a triggered test DataFrame (columns text, label, spans, source_row): the same
+    rows with `word` in place of every trigger copy, so it sits at exactly the trigger's word positions."""
+    if not word or any(c.isspace() for c in word):
+        raise AtPatchError(f"control word must be one non-empty word without spaces, got {word!r}")
+    swapped = [swap_word(t, s, word) for t, s in zip(triggered["text"], triggered["spans"])]
+    return triggered.assign(text=[t for t, _ in swapped], spans=[[list(x) for x in s] for _, s in swapped])
+
+
+def placement(trigger: TextTrigger, change: dict) -> TextTrigger:
+    """The scenario's trigger placed differently (`change`: position and/or count)."""
+    unknown = sorted(set(change) - {"position", "count"})
+    if unknown:
+        raise AtPatchError(f"a placement changes position and count only, got {unknown}")
+    return TextTrigger(**{**trigger.to_dict(), **change})

@@ -1,0 +1,70 @@
+"""The insertion control and unseen trigger placements of a text backdoor (docs/metrics.md).
+
+Inserting any word into a review shifts the positions of the words after it, which changes a few
+predictions either way. The insertion control is the triggered test set with a neutral common word
+where the trigger's copies are; the share of it that the unpatched model sends to the target is that
+noise. A patch that removes the backdoor leaves the triggered inputs at the control's rate, so the
+gate compares the patched triggered inputs with the control, row for row (paired bootstrap), rather
+than with the untouched clean inputs (the ASR floor).
+
+Unseen placements: the shipped patch (nothing refit) on triggers placed where the debugging set never
+put them (`generate.placements`), each judged against its own control.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from atpatch.eval.evaluation import predict_patched, predict_plain
+from atpatch.eval.metrics import input_flag_rate, trigger_caused_flips
+from atpatch.eval.uncertainty import interval, resample_weights, weighted_mean
+
+
+def target_rate(pred: np.ndarray, target: int) -> float:
+    """Share of predictions equal to the target (every row here has a non-target true label)."""
+    return float(np.mean(np.asarray(pred) == target))
+
+
+def against_control(trig: np.ndarray, control: np.ndarray, target: int, n_boot: int, seed: int) -> dict:
+    """Triggered predictions against the control's, row for row: the control's target rate with its
+    bootstrap interval, and the paired difference with its interval (rows resampled together)."""
+    trig, control = np.asarray(trig) == target, np.asarray(control) == target
+    out = {"control_ASR": float(control.mean()), "ASR_over_control": float(trig.mean() - control.mean())}
+    if n_boot:
+        w = resample_weights(len(trig), n_boot, seed)
+        out["control_ASR_interval"] = interval(weighted_mean(w, control))
+        out["ASR_over_control_interval"] = interval(weighted_mean(w, trig) - weighted_mean(w, control))
+    return out
+
+
+def control_block(model, trig_patched: np.ndarray, clean_non_target: np.ndarray, data: dict, batch: int,
+                  n_boot: int, seed: int) -> dict:
+    """The insertion control of the main triggered test set, against the shipped patch's triggered predictions.
+    clean_non_target: the unpatched model's predictions on the same rows without any insertion."""
+    target = data["target"]
+    control = predict_plain(model, data["x_control"], batch, "unpatched control").labels
+    return {**against_control(trig_patched, control, target, n_boot, seed),
+            "control_flips": trigger_caused_flips(clean_non_target, control, target)}
+
+
+def placement_row(model, patched, moved: dict, clean_non_target: np.ndarray, target: int, batch: int,
+                  n_boot: int, seed: int) -> dict:
+    """One unseen placement: unpatched and patched ASR and trigger-caused flips, flag rate, against its control."""
+    before = predict_plain(model, moved["x_trig"], batch, "unpatched moved trigger").labels
+    after = predict_patched(patched, moved["x_trig"], batch, "patched moved trigger")
+    control = predict_plain(model, moved["x_control"], batch, "unpatched moved control").labels
+    row = {"ASR_before": target_rate(before, target), "ASR_after": target_rate(after.labels, target),
+           "flips_before": trigger_caused_flips(clean_non_target, before, target),
+           "flips_after": trigger_caused_flips(clean_non_target, after.labels, target),
+           "flagged_triggered": input_flag_rate(after.flagged),
+           **against_control(after.labels, control, target, n_boot, seed)}
+    low_high = row.get("control_ASR_interval")
+    row["within_control_interval"] = bool(low_high and low_high[0] <= row["ASR_after"] <= low_high[1])
+    return row
+
+
+def placements_table(model, patched, data: dict, clean_non_target: np.ndarray, batch: int, n_boot: int,
+                     seed: int) -> dict[str, dict]:
+    """Every unseen placement of the scenario's test sets (data["placements"]), one row each."""
+    return {name: placement_row(model, patched, moved, clean_non_target, data["target"], batch, n_boot, seed + i)
+            for i, (name, moved) in enumerate((data.get("placements") or {}).items())}
