@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _recipes import cheap_vision
 from _workspace_env import env_for
 
 pytestmark = pytest.mark.e2e
@@ -25,12 +26,12 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = "vision-backdoor"
 # Smaller than profiles/small.yaml: the test checks the benchmark's mechanics, not a victim's quality.
-OVERRIDES = {"scenarios": {SCENARIO: {
+OVERRIDES = cheap_vision(SCENARIO, {
     "generate": {"train_limit": 2000, "test_limit": 400,
                  "debug": {"n_triggered": 100, "n_clean": 100, "n_calib": 200}},
     "train_victim": {"epochs": 2},
     "train_detector": {"network": {"steps": 100}},
-}}}
+})
 METHODS = ["none", "fine_pruning", "care", "attention_block"]
 CHEAP = {"fine_pruning": {"finetune": {"epochs": 1}},
          "care": {"top_k": 4, "max_inputs": 16, "optimise": {"steps": 10}}}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _recipes import cheap_vision
 from _workspace_env import env_for
 
 pytestmark = pytest.mark.e2e
@@ -35,9 +36,9 @@ SCENARIO = "vision-backdoor"
 STAGE = f"train_victim@{SCENARIO}"
 MARKER = "ATPATCH-FAULT outputs written, swap pending"
 # Smaller than the small profile: generate + train_victim in well under a minute on 2 cores.
-TINY = {"scenarios": {SCENARIO: {
+TINY = cheap_vision(SCENARIO, {
     "generate": {"train_limit": 1500, "test_limit": 300, "debug": {"n_triggered": 50, "n_clean": 50, "n_calib": 100}},
-    "train_victim": {"epochs": 1}}}}
+    "train_victim": {"epochs": 1}})
 
 # Holds train_victim inside atomic_dir after the body wrote the model, before the swap (Python runs
 # sitecustomize at start-up; the hook wraps atpatch.io.atomic_dir when the stage imports it).

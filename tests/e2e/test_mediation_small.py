@@ -15,14 +15,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _recipes import cheap_vision
 from _workspace_env import env_for  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = "vision-backdoor"
-VALUE_BORNE = {"scenarios": {SCENARIO: {"train_victim": {"pixel_scaling": "dataset", "weight_decay": 0.05,
-                                                         "pct_start": 0.1}}}}
+VALUE_BORNE = cheap_vision(SCENARIO, {"train_victim": {"pixel_scaling": "dataset", "weight_decay": 0.05,
+                                                      "pct_start": 0.1}})
 
 
 @pytest.fixture(scope="module")
