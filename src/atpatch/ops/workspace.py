@@ -98,7 +98,9 @@ def check_no_hand_edits(dest: Path, profile: str | None) -> None:
 
 # What a workspace's git never tracks: the data (DVC tracks it; ignored up front, as a workspace made
 # without git holds data that DVC never listed in a .gitignore), and the stores and caches of runs.
-WORKSPACE_GITIGNORE = "/data/\n.dvc/cache/\n.dvc/tmp/\n.dvc/site_cache/\ndvc_plots/\nmlflow.db\nmlartifacts/\nmlruns/\n.prefect/\n.cache/\nreports/\n" + PARAMS_STAMP + "\n"
+WORKSPACE_GITIGNORE = "".join(f"{line}\n" for line in (
+    "/data/", ".dvc/cache/", ".dvc/tmp/", ".dvc/site_cache/", "dvc_plots/", "mlflow.db", "mlartifacts/", "mlruns/",
+    ".prefect/", ".cache/", "reports/", PARAMS_STAMP))
 
 
 def _git(dest: Path, *args: str) -> str:
