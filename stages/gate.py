@@ -73,7 +73,7 @@ def current_metrics(report: dict, path: Path, mode: str, family: str = "backdoor
             "patched.ASR": field(report, path, "patched", mode, "ASR"),
             # Optional in the report (a gate that does not judge them does not need them): NaN when absent.
             "patched.trigger_caused_flips": float(report["patched"][mode].get("trigger_caused_flips", "nan")),
-            "patched.ASR_over_control": float((report.get("control") or {}).get("ASR_over_control", "nan")),
+            **control_metrics(report),
             "patched.input_flag_rate_clean": field(report, path, "patched", mode, "input_flag_rate_clean"),
             "patched.column_auroc": field(report, path, "patched", mode, "column_auroc"),
             "patched.clean_pass_through_exact": field(report, path, "patched", mode, "clean_pass_through_exact")}
@@ -90,13 +90,35 @@ def quality_checks(m: dict[str, float], g: dict) -> list[dict]:
     """Absolute checks of the patched model against the unpatched one and the ASR floor; the paired
     trigger-caused flips too where the scenario sets `max_trigger_caused_flips`."""
     optional = {"asr_over_floor": (m["patched.ASR"] - m["unpatched.ASR_floor"], "max_asr_over_floor"),
-                "asr_over_control": (m["patched.ASR_over_control"], "max_asr_over_control"),
                 "trigger_caused_flips": (m["patched.trigger_caused_flips"], "max_trigger_caused_flips")}
     checks = [check("ca_drop", m["unpatched.CA"] - m["patched.CA"], g["max_ca_drop"], True)]
     checks += [check(name, value, g[key], True) for name, (value, key) in optional.items() if g.get(key) is not None]
+    if g.get("max_asr_over_control") is not None:
+        checks.append(control_check(m, g["max_asr_over_control"]))
     return checks + [check("clean_flag_rate", m["patched.input_flag_rate_clean"], g["max_clean_flag_rate"], True),
                      check("column_auroc", m["patched.column_auroc"], g["min_column_auroc"], False),
                      pass_through_check(m, g)]
+
+
+def control_metrics(report: dict) -> dict[str, float]:
+    """Patched ASR minus the insertion control's (evaluate.json `control`, text backdoors) and the low end
+    of its paired 95% interval (the point itself without an interval); NaN without a control."""
+    control = report.get("control") or {}
+    point = float(control.get("ASR_over_control", "nan"))
+    low = (control.get("ASR_over_control_interval") or [point])[0]
+    return {"patched.ASR_over_control": point, "patched.ASR_over_control_low": float(low)}
+
+
+def control_check(m: dict[str, float], limit: float) -> dict:
+    """Against the insertion control, paired: passes when the 95% interval of (patched ASR - control ASR)
+    reaches `limit`, i.e. the patched triggered inputs cannot be told from inputs with a neutral word
+    inserted at the trigger's positions, within the tolerance. value: the point estimate."""
+    point, low = m["patched.ASR_over_control"], m["patched.ASR_over_control_low"]
+    c = {**check("asr_over_control", low, limit, True), "value": point, "interval_low": low}
+    if not c["passed"]:
+        c["message"] = (f"asr_over_control = {point:.4f}, its 95% interval starts at {low:.4f}, expected it to "
+                        f"reach <= {limit:.4f} (the insertion control's rate plus the tolerance)")
+    return c
 
 
 def pass_through_check(m: dict[str, float], g: dict) -> dict:

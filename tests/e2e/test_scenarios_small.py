@@ -28,9 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 BASE = ["fetch", "generate", "train_victim", "extract", "train_detector", "evaluate", "gate", "register"]
 # What each scenario's report and gate must hold (beyond CA and the detection metrics).
 EXPECTED = {
-    "text-backdoor": {"metrics": ["ASR", "DER", "input_flag_rate_triggered", "clean_pass_through_exact"],
-                      "defined": ["CA", "ASR", "DER"],
-                      "checks": {"ca_drop", "asr_over_floor", "clean_flag_rate", "column_auroc", "clean_pass_through"}},
+    "text-backdoor": {"metrics": ["ASR", "trigger_caused_flips", "DER", "input_flag_rate_triggered",
+                                  "clean_pass_through_exact"],
+                      "defined": ["CA", "ASR", "DER", "trigger_caused_flips", "control_ASR", "placements"],
+                      "checks": {"ca_drop", "asr_over_control", "clean_flag_rate", "column_auroc", "clean_pass_through"}},
     "text-fairness": {"metrics": ["flip_rate", "dp_diff", "eo_diff", "flip_rate_reduction"],
                       "defined": ["CA", "flip_rate", "dp_diff", "eo_diff"],
                       "checks": {"ca_drop", "flip_rate_reduction", "dp_reduction", "eo_reduction", "clean_pass_through"}},
@@ -90,6 +91,10 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
                                 if not isinstance(v, dict)}, indent=None))
     flat = scenario_params(params, scenario)
     assert_the_patch_works(report, flat["train_detector"]["calibration_fpr"])
+    if scenario == "text-backdoor":  # the insertion control and every unseen placement, judged by the same patch
+        assert set(report["placements"]) == set(flat["generate"]["placements"]) and report["control"]["control_ASR"] < 1
+        for name, row in report["placements"].items():
+            assert row["ASR_after"] < row["ASR_before"] and row["flagged_triggered"] > 0.5, (name, row)
     gate = json.loads((metrics / "gate.json").read_text())
     assert {c["name"] for c in gate["checks"]} == EXPECTED[scenario]["checks"] | {"attention_mediation"}
     # The attention-mediation check ran on the debugging split and the gate judged its gap.
