@@ -142,20 +142,48 @@ def kept_results(path: Path, scenario: str, new: list[dict]) -> list[dict]:
 
 def backdoor_table(results: list[dict]) -> str:
     """Markdown table: one row per variant and method."""
-    head = ("| variant | method | CA % | ASR % | ASR floor % | ASR, known trigger patched % | attention mediation "
-            "(debugging set) | DER | clean inputs flagged % | triggered inputs flagged % | column AUROC | latency vs SDPA "
-            "| latency vs eager | gate |")
+    head = ("| variant | method | CA % | ASR % | ASR floor % | trigger-caused flips % | insertion control ASR % "
+            "| ASR, known trigger patched % | attention mediation (debugging set) | DER | clean inputs flagged % "
+            "| triggered inputs flagged % | column AUROC | latency vs SDPA | latency vs eager | gate |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         e, u = r["evaluate"], r["evaluate"]["unpatched"]
         lines.append(f"| {r['variant']} | unpatched | {pct(u['CA'])} | {pct(u['ASR'])} | {pct(u['ASR_floor'])} "
-                     f"| {pct(e['oracle_ASR'])} | {mediation_cell(e.get('mediation'))} | | | | | 1.00 | | |")
+                     f"| {pct(u.get('trigger_caused_flips'))} | {control_cell(e.get('control'))} | {pct(e['oracle_ASR'])} "
+                     f"| {mediation_cell(e.get('mediation'))} | | | | | 1.00 | | |")
         for mode, m in e["patched"].items():
             gate = ("pass" if r["gate"]["passed"] else "fail") if mode == e["default_mode"] else ""
-            lines.append(f"| {r['variant']} | AtPatch {mode} | {pct(m['CA'])} | {pct(m['ASR'])} | | | | {num(m['DER'])} "
+            lines.append(f"| {r['variant']} | AtPatch {mode} | {pct(m['CA'])} | {pct(m['ASR'])} | "
+                         f"| {pct(m.get('trigger_caused_flips'))} | | | | {num(m['DER'])} "
                          f"| {pct(m['input_flag_rate_clean'])} | {pct(m['input_flag_rate_triggered'])} "
                          f"| {num(m['column_auroc'])} | {num(m['latency_ratio_default'], 2)} "
                          f"| {num(m['latency_ratio_eager'], 2)} | {gate} |")
+    return "\n".join(lines) + "\n"
+
+
+def control_cell(c: dict | None) -> str:
+    """The insertion control's ASR with its 95% interval (text backdoors; empty elsewhere)."""
+    if not c:
+        return ""
+    low_high = c.get("control_ASR_interval") or [None, None]
+    return f"{pct(c['control_ASR'])} [{pct(low_high[0])}, {pct(low_high[1])}]"
+
+
+def placements_table(results: list[dict]) -> str:
+    """Markdown table of the unseen trigger placements (shipped patch, nothing refit), one row per variant
+    and placement; empty when no result has any."""
+    rows = [(r["variant"], name, p) for r in results for name, p in (r["evaluate"].get("placements") or {}).items()]
+    if not rows:
+        return ""
+    head = ("| variant | placement | ASR % unpatched -> patched | trigger-caused flips % patched | flagged % "
+            "| insertion control ASR % [95%] | patched ASR - control, points [95%, paired] | inside the control's interval |")
+    lines = ["Unseen trigger placements: the shipped patch, detector trained on the default debugging set, nothing "
+             "refit.\n", head, "|" + "---|" * (head.count("|") - 1)]
+    for variant, name, p in rows:
+        over = p.get("ASR_over_control_interval") or [None, None]
+        lines.append(f"| {variant} | {name} | {pct(p['ASR_before'])} -> {pct(p['ASR_after'])} | {pct(p['flips_after'])} "
+                     f"| {pct(p['flagged_triggered'])} | {control_cell(p)} | {pct(p['ASR_over_control'])} "
+                     f"[{pct(over[0])}, {pct(over[1])}] | {'yes' if p['within_control_interval'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -268,7 +296,7 @@ def results_markdown() -> str:
         commands = dict.fromkeys(r.get("command", data["command"]) for r in results)  # older files: one command
         made_by = "; ".join(f"`.venv/bin/python {c}`" for c in commands)
         parts.append(f"## {scenario} ({results[0]['profile']} profile)\n\nMade by {made_by}.\n")
-        parts.append(fairness_table(results) if fairness else backdoor_table(results))
+        parts.append(fairness_table(results) if fairness else backdoor_table(results) + placements_table(results))
         parts.append("\n".join(f"- {r['variant']}: `dvc repro` {r.get('repro', 'from scratch')}{minutes(r['repro_seconds'])}; gate "
                                 f"reasons: {r['gate']['reasons'] or 'none'}" for r in results) + "\n")
         lines = [line for line in map(intervals_line, results) if line]
