@@ -177,7 +177,7 @@ def placements_table(results: list[dict]) -> str:
         return ""
     head = ("| variant | placement | ASR % unpatched -> patched | trigger-caused flips % patched | flagged % "
             "| insertion control ASR % [95%] | patched ASR - control, points [95%, paired] | inside the control's interval |")
-    lines = ["Unseen trigger placements: the shipped patch, detector trained on the default debugging set, nothing "
+    lines = ["\nUnseen trigger placements: the shipped patch, detector trained on the default debugging set, nothing "
              "refit.\n", head, "|" + "---|" * (head.count("|") - 1)]
     for variant, name, p in rows:
         over = p.get("ASR_over_control_interval") or [None, None]
