@@ -18,7 +18,7 @@ import numpy as np
 
 from atpatch.conventions import data_docs_index
 from atpatch.scenarios.frames import features_frame, metrics_frame, raw_image_frame, split_frame, table_frame
-from atpatch.scenarios.validation import validate
+from atpatch.scenarios.validation import rendered, validate
 
 NUM_CLASSES = 10  # Fashion-MNIST
 RAW_TABLE_SUITES = {"adult": "raw.adult", "compas": "raw.compas"}  # tabular data set -> its raw schema
@@ -60,27 +60,33 @@ def image_splits(where: str, splits: Mapping[str, Mapping[str, np.ndarray]], g: 
     """Every image split (to be written to folder `where`): the common suite and the split's own."""
     spec = {"size": g["trigger"]["size"], "patch_size": g["patch_size"], "image_size": image_size,
             "min_overlap": (g.get("debug") or {}).get("min_overlap", 1), "whole_image": g["trigger"]["kind"] == "blend"}
-    for name, cols in splits.items():
-        cols = dict(cols)
-        if name == "train":
-            # Poisoned rows must carry the target label.
-            cols["poison_label_ok"] = ~cols["poisoned"] | (cols["label"] == g["target_label"])
-        df = split_frame(cols, spec if name == "debug" else None)
-        tol = 1.0 / len(df)  # round(rate * N) / N is within 0.5 / N of the rate
-        params = {"labels": list(range(NUM_CLASSES)), "target_labels": [g["target_label"]],
-                  "poison_rate_min": g.get("poison_rate", 0) - tol, "poison_rate_max": g.get("poison_rate", 0) + tol}
-        own = [f"generated.images.{name}"] if name != "test_clean" else []
-        validate(f"{where}/{name}", df, ["generated.images", *own], params, docs)
+    with rendered(docs):  # Data Docs once for all splits
+        for name, cols in splits.items():
+            _image_split(f"{where}/{name}", name, dict(cols), g, spec)
+
+
+def _image_split(path: str, name: str, cols: dict, g: Mapping, spec: Mapping) -> None:
+    """One image split: the common suite and the split's own (no Data Docs: image_splits renders them)."""
+    if name == "train":
+        # Poisoned rows must carry the target label.
+        cols["poison_label_ok"] = ~cols["poisoned"] | (cols["label"] == g["target_label"])
+    df = split_frame(cols, spec if name == "debug" else None)
+    tol = 1.0 / len(df)  # round(rate * N) / N is within 0.5 / N of the rate
+    params = {"labels": list(range(NUM_CLASSES)), "target_labels": [g["target_label"]],
+              "poison_rate_min": g.get("poison_rate", 0) - tol, "poison_rate_max": g.get("poison_rate", 0) + tol}
+    own = [f"generated.images.{name}"] if name != "test_clean" else []
+    validate(path, df, ["generated.images", *own], params)
 
 
 def table_splits(where: str, splits: Mapping, docs: Path, known: Mapping | None = None, min_rows: int = 1,
                  text: bool = False) -> None:
     """Every table (or, with `text`, review) split to be written to folder `where`; `known`: column ->
     the values it may take."""
-    for name, frame in splits.items():
-        frame = frame[[c for c in frame.columns if c != "spans"]]  # spans may be empty lists: not "null"
-        suites = ["generated.tables", *(["generated.texts"] if text else [])]
-        validate(f"{where}/{name}", table_frame(frame, known or {}), suites, {"min_rows": min_rows}, docs)
+    suites = ["generated.tables", *(["generated.texts"] if text else [])]
+    with rendered(docs):  # Data Docs once for all splits
+        for name, frame in splits.items():
+            frame = frame[[c for c in frame.columns if c != "spans"]]  # spans may be empty lists: not "null"
+            validate(f"{where}/{name}", table_frame(frame, known or {}), suites, {"min_rows": min_rows})
 
 
 # ---------------------------------------------------------------- features and metrics

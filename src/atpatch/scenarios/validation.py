@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from contextlib import contextmanager
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -145,22 +146,34 @@ def _run(suite_name: str, df: Any, name: str, params: Mapping, id_column: str | 
         ctx.data_sources.delete(ds.name)
 
 
+@contextmanager
+def rendered(docs: Path | str | None):
+    """Render the Data Docs of every validation so far into folder `docs` (if given) once the block ends,
+    also when it raises (the docs show the failure): once for a group of validations, not after each."""
+    try:
+        yield
+    finally:
+        if docs is not None:
+            _context().build_data_docs(site_names=[_site(Path(docs))])
+
+
 def validate(name: str, df: Any, suites: Iterable[str], params: Mapping | None = None,
              docs: Path | str | None = None, id_column: str | None = None) -> float:
     """Run the stored `suites` on DataFrame `df` (what file or split `name` holds); return seconds taken.
 
-    params: the suites' parameters. docs: render Data Docs into this folder. Raises
-    DataValidationError, one line, naming `name` and every failed expectation.
+    params: the suites' parameters. docs: render Data Docs into this folder (a group of validations
+    passes None and renders once with `rendered`). Raises DataValidationError, one line, naming `name`
+    and every failed expectation.
     """
     import time
 
     t0 = time.perf_counter()
-    failed = []
-    for suite in suites:
-        result = _run(suite, df, name, params or {}, id_column)
-        failed += [describe(r) for r in result.results if not r.success]
-    if docs is not None:
-        _context().build_data_docs(site_names=[_site(Path(docs))])
-    if failed:
-        raise DataValidationError(f"{name}: {len(failed)} expectation(s) failed ({len(df)} rows): " + "; ".join(failed))
+    with rendered(docs):
+        failed = []
+        for suite in suites:
+            result = _run(suite, df, name, params or {}, id_column)
+            failed += [describe(r) for r in result.results if not r.success]
+        if failed:
+            raise DataValidationError(f"{name}: {len(failed)} expectation(s) failed ({len(df)} rows): "
+                                      + "; ".join(failed))
     return time.perf_counter() - t0
