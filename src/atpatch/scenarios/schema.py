@@ -45,6 +45,7 @@ class TrainVictim(Section):
     weight_decay: float = Field(default=0.0, ge=0.0)
     pct_start: Optional[float] = open_fraction(default=None)
     schedule: Literal["onecycle", "constant"] = "onecycle"
+    class_weight: Optional[Literal["balanced"]] = None
     threads: Optional[int] = Field(default=None, gt=0)
 
 

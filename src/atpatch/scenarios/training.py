@@ -26,10 +26,24 @@ def _scheduler(opt: torch.optim.Optimizer, p: dict, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # constant learning rate
 
 
+def class_weights(labels: torch.Tensor, mode: str | None) -> torch.Tensor | None:
+    """Per-class loss weights: None (the model's own unweighted loss), or "balanced", n / (k * count)
+    as scikit-learn defines it, so each class weighs as much in the loss as the others together."""
+    if mode is None:
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.unique(labels.numpy())
+    weights = compute_class_weight(mode, classes=classes, y=labels.numpy())
+    full = np.ones(int(classes.max()) + 1)
+    full[classes] = weights
+    return torch.tensor(full, dtype=torch.float32)
+
+
 def train_classifier(model: torch.nn.Module, inputs: Inputs, labels: torch.Tensor, p: dict, seed: int,
                      log: Callable | None = None, prepare: Callable[[Inputs], Inputs] | None = None) -> list[dict]:
     """Train `model` in place on (inputs, labels); p: epochs, batch_size, lr, weight_decay, schedule,
-    pct_start (OneCycle's warm-up share).
+    pct_start (OneCycle's warm-up share), class_weight (None | "balanced": see class_weights).
 
     `prepare` maps each batch before the forward (text: cut padding columns). Returns the per-epoch
     {"train_loss", "train_acc"}; `log(metrics, step=epoch)` gets each too (mlflow.log_metrics in the stages).
@@ -40,6 +54,7 @@ def train_classifier(model: torch.nn.Module, inputs: Inputs, labels: torch.Tenso
     n = n_rows(inputs)
     sched = _scheduler(opt, p, p["epochs"] * int(np.ceil(n / p["batch_size"])))
     labels = torch.as_tensor(labels)
+    weights = class_weights(labels, p.get("class_weight"))
     history = []
     model.train()
     for epoch in range(p["epochs"]):
@@ -49,11 +64,13 @@ def train_classifier(model: torch.nn.Module, inputs: Inputs, labels: torch.Tenso
             idx = order[start:start + p["batch_size"]]
             batch = {k: v[idx] for k, v in inputs.items()}
             out = model(**(prepare(batch) if prepare else batch), labels=labels[idx])
+            # The model's own loss is unweighted cross-entropy; a weighted one replaces it when asked.
+            loss = out.loss if weights is None else torch.nn.functional.cross_entropy(out.logits, labels[idx], weight=weights)
             opt.zero_grad()
-            out.loss.backward()
+            loss.backward()
             opt.step()
             sched.step()
-            total += float(out.loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(idx)
             correct += int((out.logits.argmax(-1) == labels[idx]).sum())
         metrics = {"train_loss": total / n, "train_acc": correct / n}
         history.append(metrics)
