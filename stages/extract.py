@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 
-
 from atpatch.io import write_bytes_atomic
 from atpatch.scenarios.models.loading import load_classifier
 from atpatch.ops.patching import extract_features
-from atpatch.scenarios import checks, kind_module, stage_params
+from atpatch.scenarios import checks, kind_module, pin_threads, stage_params
 
 
 def main(params: dict) -> None:
     from safetensors.torch import save
 
     p, kind = params["extract"], kind_module(params)
+    pin_threads(params)
     model = load_classifier(params["train_victim"]["out"])
     debug = kind.debug_set(params, model)
     layout = kind.layout(model, params)

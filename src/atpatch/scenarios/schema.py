@@ -45,7 +45,6 @@ class TrainVictim(Section):
     weight_decay: float = Field(default=0.0, ge=0.0)
     pct_start: Optional[float] = open_fraction(default=None)
     schedule: Literal["onecycle", "constant"] = "onecycle"
-    threads: Optional[int] = Field(default=None, gt=0)
 
 
 class Extract(Section):
