@@ -67,3 +67,13 @@ def test_sharded_checks_its_arguments_before_prefect(args, needle, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert lines[-1].startswith("error: ") and needle in lines[-1], lines
+
+
+def test_sharded_warns_when_local_workers_would_share_cores(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "flows"))
+    import sharded
+
+    monkeypatch.setattr(sharded.os, "cpu_count", lambda: 2)
+    assert "2 local workers x 2 torch threads" in sharded.warn_oversubscribed(None, 2, threads=2)
+    assert sharded.warn_oversubscribed(None, 2, threads=1) is None
+    assert sharded.warn_oversubscribed("tcp://127.0.0.1:8786", None, threads=8) is None  # another machine's cores
