@@ -307,6 +307,11 @@ def results_markdown() -> str:
         if scenario in NOTES:
             parts.append(NOTES[scenario])
         parts.append(baselines_summary(scenario))
+    scale = RESULTS / "scale.json"  # benchmarks/scale.py: the sharded evaluate on Dask
+    if scale.is_file():
+        from benchmarks.scale_model import markdown as scale_markdown
+
+        parts.append(scale_markdown(json.loads(scale.read_text())))
     return "\n".join(parts)
 
 

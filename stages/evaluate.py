@@ -21,7 +21,7 @@ from atpatch.core.detector import Detector
 from atpatch.eval.headline import headline
 from atpatch.io import write_json_atomic
 from atpatch.scenarios.models.loading import load_classifier
-from atpatch.scenarios import checks, is_fairness, kind_module, stage_params
+from atpatch.scenarios import checks, is_fairness, kind_module, pin_threads, stage_params
 from atpatch.ops.tracking import stage_run
 
 
@@ -45,6 +45,7 @@ def log_report(report: dict, files: list[Path], out: Path) -> None:
 
 def main(params: dict) -> dict:
     p, seed = params["evaluate"], params["seed"]
+    pin_threads(params)
     torch.manual_seed(seed)
     kind = kind_module(params)
     model = load_classifier(params["train_victim"]["out"], attn_implementation=p["default_attention"])

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 
-
-from atpatch.io import write_bytes_atomic
+from atpatch.io import safetensors_bytes, write_bytes_atomic
 from atpatch.scenarios.models.loading import load_classifier
 from atpatch.ops.patching import extract_features
-from atpatch.scenarios import checks, kind_module, stage_params
+from atpatch.scenarios import checks, kind_module, pin_threads, stage_params
 
 
 def main(params: dict) -> None:
-    from safetensors.torch import save
-
     p, kind = params["extract"], kind_module(params)
+    pin_threads(params)
     model = load_classifier(params["train_victim"]["out"])
     debug = kind.debug_set(params, model)
     layout = kind.layout(model, params)
@@ -34,7 +32,7 @@ def main(params: dict) -> None:
     # What the detector stage needs to know about the victim, without loading it again.
     meta = {"kinds": ",".join(p["kinds"]), "heads": str(heads),
             "model_type": model.config.model_type, "layout": json.dumps(layout.to_dict())}
-    write_bytes_atomic(p["out"], save(tensors, metadata=meta))
+    write_bytes_atomic(p["out"], safetensors_bytes(tensors, meta))
     print(f"features {tuple(features.shape)}, {int(debug['triggered'].sum())} inputs with faults -> {p['out']}")
 
 

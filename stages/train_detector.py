@@ -19,12 +19,13 @@ from atpatch.core.errors import AtPatchError
 from atpatch.core.features import TokenLayout
 from atpatch.io import atomic_dir, write_json_atomic
 from atpatch.ops.patching import fit_detector
-from atpatch.scenarios import stage_params
+from atpatch.scenarios import pin_threads, stage_params
 from atpatch.ops.tracking import stage_run
 
 
 def main(params: dict) -> None:
     p, seed = params["train_detector"], params["seed"]
+    pin_threads(params)
     path = params["extract"]["out"]
     data = load_file(path)
     with safe_open(path, "pt") as fh:

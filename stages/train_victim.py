@@ -6,10 +6,8 @@ the training curve to MLflow.
 
 from __future__ import annotations
 
-import torch
-
 from atpatch.io import atomic_dir
-from atpatch.scenarios import kind_module, stage_params
+from atpatch.scenarios import kind_module, pin_threads, stage_params
 from atpatch.ops.tracking import stage_run
 
 
@@ -17,8 +15,7 @@ def main(params: dict) -> None:
     import mlflow
 
     p, seed = params["train_victim"], params["seed"]
-    if p.get("threads"):
-        torch.set_num_threads(p["threads"])
+    pin_threads(params)
     with stage_run("train_victim", params["scenario"], p, seed):
         model = kind_module(params).train_victim(params, mlflow.log_metrics)
         with atomic_dir(p["out"]) as tmp:

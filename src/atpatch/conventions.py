@@ -62,6 +62,7 @@ PIPELINE_FLOW = "atpatch-pipeline"
 NIGHTLY_FLOW = "atpatch-nightly-reevaluate"
 WORK_POOL = "atpatch"                # a pool of type process
 NIGHTLY_CRON = "0 3 * * *"
+SHARDED_FLOW = "atpatch-sharded"     # a stage's passes over its inputs, sharded over Dask workers
 
 
 def out_path(stage: str, scenario: str) -> str:

@@ -94,6 +94,29 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
         raise
 
 
+def safetensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """`safetensors.torch.save(tensors, metadata)` with the metadata in sorted order.
+
+    safetensors writes the metadata keys in an order that changes from process to process (a hash map),
+    so the same tensors would give different files, and DVC different hashes, run after run. The header
+    is rewritten with the keys sorted: the same keys and values, so the same length, and the same file
+    for safetensors readers."""
+    import struct
+
+    from safetensors.torch import save
+
+    data = save(dict(tensors), metadata=dict(metadata) if metadata else None)
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        header = {"__metadata__": header.pop("__metadata__"), **header}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > size:
+        raise AtPatchError(f"safetensors header grew from {size} to {len(text)} bytes when its metadata was sorted")
+    return data[:8] + text.ljust(size, b" ") + data[8 + size:]
+
+
 def finite(obj: Any) -> Any:
     """`obj` with every NaN or infinite float replaced by None: standard JSON has neither."""
     if isinstance(obj, float) and not math.isfinite(obj):

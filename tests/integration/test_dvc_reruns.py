@@ -69,6 +69,8 @@ CASES = {
     "a debug-set size (scenario generate)": (lambda p: p["scenarios"][S]["generate"]["debug"].update(n_calib=10),
                                             {"generate", "train_victim", "extract", "evaluate"}),
     "gate threshold (defaults.gate)": (lambda p: p["defaults"]["gate"].update(max_ca_drop=0.5), {"gate"}),
+    "torch threads (top-level threads)": (lambda p: p.update(threads=1),
+                                          {"train_victim", "extract", "train_detector", "evaluate"}),
     "feature kinds (defaults.extract)": (lambda p: p["defaults"]["extract"].update(kinds=["max"]),
                                         {"extract", "train_detector", "evaluate"}),
 }

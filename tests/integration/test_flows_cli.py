@@ -17,7 +17,7 @@ def _run(script: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProce
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("script", ["pipeline.py", "nightly.py"])
+@pytest.mark.parametrize("script", ["pipeline.py", "nightly.py", "sharded.py"])
 def test_unknown_scenario_and_missing_workspace_are_one_line(script, tmp_path):
     for args, needle in ((["--workdir", str(REPO), "--scenario", "nope"], "unknown scenario 'nope'"),
                          (["--workdir", str(tmp_path / "none")], ".yaml: not found")):
@@ -54,3 +54,26 @@ def test_deployments_name_their_scenario_and_ship_the_code_by_a_pull_step(monkey
         assert [s.schedule.cron for s in d.schedules] == [NIGHTLY_CRON]
     [repo] = deploy.build(["vision-backdoor"])
     assert repo.name == "vision-backdoor" and repo.parameters == {"scenario": "vision-backdoor", "profile": "default"}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--stages", "train_victim"], "--stages: expected some of ['extract', 'evaluate'], got ['train_victim']"),
+    (["--shard-size", "1000"], "--shard-size, stage evaluate (batch_size 256): shard size: expected a positive "
+                               "multiple of the batch size 256"),
+    (["--workers", "2", "--address", "tcp://127.0.0.1:1"], "not both"),
+])
+def test_sharded_checks_its_arguments_before_prefect(args, needle, tmp_path):
+    res = _run("sharded.py", "--workdir", str(REPO), *args, cwd=tmp_path)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert lines[-1].startswith("error: ") and needle in lines[-1], lines
+
+
+def test_sharded_warns_when_local_workers_would_share_cores(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "flows"))
+    import sharded
+
+    monkeypatch.setattr(sharded.os, "cpu_count", lambda: 2)
+    assert "2 local workers x 2 torch threads" in sharded.warn_oversubscribed(None, 2, threads=2)
+    assert sharded.warn_oversubscribed(None, 2, threads=1) is None
+    assert sharded.warn_oversubscribed("tcp://127.0.0.1:8786", None, threads=8) is None  # another machine's cores

@@ -100,6 +100,8 @@ class Detector(nn.Module):
     def __init__(self, config: DetectorConfig):
         super().__init__()
         self.config = config
+        # The directory `load` read it from (None when built in memory): a shard worker loads the same files.
+        self.source_dir: Path | None = None
         n_layers, dim = len(config.layers), config.in_dim
         self.register_buffer("feature_mean", torch.zeros(n_layers, dim))
         self.register_buffer("feature_std", torch.ones(n_layers, dim))
@@ -331,6 +333,7 @@ class Detector(nn.Module):
             detector.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise DetectorFileError(f"{directory / WEIGHTS_FILE}: weights do not match {CONFIG_FILE} ({exc})") from exc
+        detector.source_dir = directory.resolve()
         return detector.eval()
 
 

@@ -112,6 +112,7 @@ class PatchedClassifier(nn.Module):
             raise AtPatchError(f"detector was trained for model type {detector.config.model_type!r}, "
                                f"the model is {model.config.model_type!r}")
         self.layout = TokenLayout.from_dict(detector.config.layout)
+        self.benign_value = benign_value  # kept so that the same patch can be rebuilt elsewhere (shard workers)
         self.benign = self._benign_table(benign_value)
 
     def _benign_table(self, benign_value: str) -> torch.Tensor:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from atpatch.eval import rowwise
 
 Inputs = dict[str, torch.Tensor]
 
@@ -45,7 +46,11 @@ class Predictions:
 
 
 def predict_plain(model, inputs: Inputs, batch: int, desc: str) -> Predictions:
-    """Labels and logits of an unpatched model (as configured)."""
+    """Labels and logits of an unpatched model (as configured); sharded inside rowwise.sharded."""
+    return rowwise.run(_predict_plain, {"inputs": inputs}, model=model, batch=batch, desc=desc)
+
+
+def _predict_plain(model, inputs: Inputs, batch: int, desc: str) -> Predictions:
     out = []
     with torch.no_grad():
         for _, chunk in batches(inputs, batch, desc):
@@ -55,7 +60,11 @@ def predict_plain(model, inputs: Inputs, batch: int, desc: str) -> Predictions:
 
 
 def predict_patched(patched, inputs: Inputs, batch: int, desc: str) -> Predictions:
-    """Labels, flags and position scores of a PatchedClassifier."""
+    """Labels, flags and position scores of a PatchedClassifier; sharded inside rowwise.sharded."""
+    return rowwise.run(_predict_patched, {"inputs": inputs}, patched=patched, batch=batch, desc=desc)
+
+
+def _predict_patched(patched, inputs: Inputs, batch: int, desc: str) -> Predictions:
     logits, flags, scores = [], [], []
     for _, chunk in batches(inputs, batch, desc):
         out = patched(**chunk)
@@ -68,7 +77,13 @@ def predict_patched(patched, inputs: Inputs, batch: int, desc: str) -> Predictio
 
 def predict_oracle(model, inputs: Inputs, flags: torch.Tensor, benign: torch.Tensor, layers, batch: int) -> Predictions:
     """Labels when the *known* fault tokens (flags [N, K]) are patched: the patch's ceiling,
-    independent of the detector. Tells whether a backdoor runs through over-attention at all."""
+    independent of the detector. Tells whether a backdoor runs through over-attention at all.
+    Sharded inside rowwise.sharded."""
+    return rowwise.run(_predict_oracle, {"inputs": inputs, "flags": torch.as_tensor(flags)}, model=model,
+                       benign=benign, layers=tuple(layers), batch=batch)
+
+
+def _predict_oracle(model, inputs: Inputs, flags: torch.Tensor, benign: torch.Tensor, layers, batch: int) -> Predictions:
     from atpatch.core.patched import Redistributor
     from atpatch.core.seam import attention_seam
 

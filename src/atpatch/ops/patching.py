@@ -32,6 +32,7 @@ import torch
 from atpatch.core.errors import AtPatchError
 from atpatch.core.detector import DETECTOR_DEFAULTS
 from atpatch.core.features import KINDS, TokenLayout, record, select_kind
+from atpatch.eval import rowwise
 
 MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "token_type_ids", "inputs_embeds")
 PRIMARY_INPUTS = ("pixel_values", "input_ids", "inputs_embeds")
@@ -122,11 +123,13 @@ def load_debug_set(path: str | Path, seed: int = 0) -> dict:
 
 def extract_features(model, inputs: dict, layout: TokenLayout, batch: int = 256, kinds=KINDS,
                      progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Column features [N, K, L, F] of every layer and the candidate mask [N, K], batch by batch.
+    """Column features [N, K, L, F] of every layer and the candidate mask [N, K], batch by batch;
+    sharded inside atpatch.eval.rowwise.sharded (stage `extract` through flows/sharded.py)."""
+    return rowwise.run(_extract_features, {"inputs": inputs}, model=model, layout=layout, batch=batch,
+                       kinds=tuple(kinds), progress=progress)
 
-    Generalises stage `extract`'s `extract` (which is this with {"pixel_values": to_pixel_values(images)}
-    and VISION_LAYOUT) to any model inputs.
-    """
+
+def _extract_features(model, inputs: dict, layout: TokenLayout, batch: int, kinds, progress: bool):
     from tqdm.auto import tqdm
 
     n = len(next(iter(inputs.values())))

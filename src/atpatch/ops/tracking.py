@@ -72,12 +72,15 @@ def environment_tags() -> dict[str, str]:
 
 @contextlib.contextmanager
 def stage_run(stage: str, scenario: str, params: dict, seed: int) -> Iterator:
-    """An MLflow run for one stage: params (flattened), seed, versions and commit as tags."""
+    """An MLflow run for one stage: params (flattened), seed, torch threads, versions and commit as tags."""
     import mlflow
+    import torch
 
     configure()
     with mlflow.start_run(run_name=f"{scenario}:{stage}") as run:
-        mlflow.set_tags({"stage": stage, "scenario": scenario, "seed": str(seed), **environment_tags()})
+        # The thread count in force: results depend on it (params.yaml `threads`).
+        mlflow.set_tags({"stage": stage, "scenario": scenario, "seed": str(seed),
+                         "torch_threads": str(torch.get_num_threads()), **environment_tags()})
         mlflow.log_params({**flatten(params), "seed": str(seed)})
         yield run
 

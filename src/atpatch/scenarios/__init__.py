@@ -43,7 +43,7 @@ def scenario_params(params: dict, name: str | None = None, path: str | Path = PA
     if section["kind"] not in KIND_MODULES:
         raise AtPatchError(f"{path}: field 'scenarios.{name}.kind': expected one of {sorted(KIND_MODULES)}, "
                            f"got {section['kind']!r}")
-    flat = {"seed": params.get("seed", 0), "scenario": name,
+    flat = {"seed": params.get("seed", 0), "threads": torch_threads(params, path), "scenario": name,
             **deep_merge(LIBRARY_DEFAULTS, deep_merge(params.get("defaults"), section))}
     check_sections(flat, params, str(path))
     for stage, pattern in OUT_PATHS.items():
@@ -52,6 +52,28 @@ def scenario_params(params: dict, name: str | None = None, path: str | Path = PA
         flat[stage][key] = pattern.format(s=name)
     flat["fetch"] = {"dest": raw_dir(section["source"])}
     return flat
+
+
+def torch_threads(params: dict, path: str | Path = PARAMS_FILE) -> int | None:
+    """params.yaml's top-level `threads` (None when absent: torch's default, the machine's core count);
+    AtPatchError naming the field when it is not a positive integer."""
+    value = params.get("threads")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise AtPatchError(f"{path}: field 'threads': expected a positive integer (torch threads of the stages "
+                           f"that run a model), got {value!r}")
+    return value
+
+
+def pin_threads(params: dict) -> int:
+    """Set torch's thread count to the flat params' `threads` (when set); return the count in force.
+
+    The count changes the order of float reductions, so a victim trained, or a detector score computed,
+    with 1 and with 2 threads differs; stages pin it so a result does not depend on the machine."""
+    import torch
+
+    if params.get("threads"):
+        torch.set_num_threads(params["threads"])
+    return torch.get_num_threads()
 
 
 def kind_module(params: dict):

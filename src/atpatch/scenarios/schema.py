@@ -46,7 +46,6 @@ class TrainVictim(Section):
     pct_start: Optional[float] = open_fraction(default=None)
     schedule: Literal["onecycle", "constant"] = "onecycle"
     class_weight: Optional[Literal["balanced"]] = None
-    threads: Optional[int] = Field(default=None, gt=0)
 
 
 class Extract(Section):

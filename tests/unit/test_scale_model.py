@@ -1,0 +1,61 @@
+"""The scale-out model of benchmarks/scale.py: makespan, fit, projection, and its RESULTS.md section."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks import scale_model as sm  # noqa: E402
+
+PASSES = [{"label": "plain", "rows": 1000, "row_cost": 0.001}, {"label": "patched", "rows": 900, "row_cost": 0.002}]
+
+
+def test_shards_go_to_the_first_free_worker():
+    assert sm.makespan([1.0, 1.0, 1.0], 2) == 2.0
+    assert sm.makespan([3.0, 1.0, 1.0, 1.0], 2) == 3.0
+    assert sm.makespan([1.0, 2.0], 64) == 2.0 and sm.makespan([], 4) == 0.0
+
+
+def test_one_worker_pays_every_shard_in_full_and_more_workers_only_divide_the_compute():
+    one = sm.modelled_seconds(PASSES, 200, 1, overhead=0.1)
+    assert one == pytest.approx(5 * 0.1 + 1.0 + 5 * 0.1 + 1.8)
+    two = sm.modelled_seconds(PASSES, 200, 2, overhead=0.1)
+    assert two == pytest.approx(5 * 0.1 + 0.6 + 5 * 0.1 + 1.0)  # 3 of 5 shards on the busier worker, per pass
+
+
+def test_fit_recovers_the_constants_of_a_run_made_by_the_model():
+    size, overhead = 200, 0.05
+    run = {"passes": [{"label": p["label"], "rows": p["rows"],
+                       "shard_seconds": [r * p["row_cost"] for r in sm.shard_rows(p["rows"], size)]} for p in PASSES]}
+    run["seconds"] = sm.modelled_seconds(PASSES, size, 1, overhead)
+    fitted = sm.fit(run)
+    assert fitted["overhead"] == pytest.approx(overhead)
+    assert [p["row_cost"] for p in fitted["passes"]] == pytest.approx([p["row_cost"] for p in PASSES])
+
+
+def test_projection_cannot_use_more_workers_than_a_pass_has_shards():
+    model = {"passes": PASSES, "overhead": 0.01}
+    rows = {(r["workers"], r["shard_size"]): r for r in sm.projection(model, 1900, batch=100, shard_size=400)}
+    assert rows[(1, 400)]["speedup"] == pytest.approx(1.0)
+    assert rows[(8, 400)]["speedup"] == pytest.approx(rows[(64, 400)]["speedup"])  # 3 shards: 8 workers are plenty
+    assert rows[(64, 100)]["speedup"] > rows[(64, 400)]["speedup"] and rows[(64, 100)]["shards_per_pass"] == 10
+
+
+def test_the_results_section_says_the_projection_is_a_model():
+    model = {"passes": PASSES, "overhead": 0.01}
+    result = {"command": "benchmarks/scale.py", "cpus": 2, "threads": 1, "shard_size": 200, "batch_size": 100,
+              "inputs": {"clean": 1000, "triggered": 900}, "passes": ["plain", "patched"], "identical": True,
+              "serial": {"seconds": 2.5, "inputs_per_s": 760.0},
+              "runs": [{"workers": 1, "seconds": 3.0, "inputs_per_s": 633.3, "shards": 10, "shard_seconds_median": 0.3},
+                       {"workers": 2, "seconds": 1.6, "inputs_per_s": 1187.5, "shards": 10, "shard_seconds_median": 0.3}],
+              "per_shard": {"cost_s": 0.28, "overhead_s": 0.02, "empty_round_trip_s": 0.1}, "target_speedup": 1.7,
+              "speedup_2": 1.875, "target_met": True,
+              "model": {"fit": model, "check": {"workers": 2, "modelled_s": 1.7, "measured_s": 1.6},
+                        "projection": sm.projection(model, 1900, 100, 200)}}
+    text = sm.markdown(json.loads(json.dumps(result)))
+    assert "a model, not a measurement" in text and "1.88x, met" in text and "| 2 workers | 1.6 |" in text
+    assert text.count("| 64 |") == 2  # the measured shard size and one batch a shard
