@@ -101,12 +101,6 @@ def _use_root(root: Path, need_store: bool = False) -> None:
                             "pipeline first (atpatch run) or pass --root / MLFLOW_TRACKING_URI")
 
 
-def pipeline_env(workdir: Path) -> dict[str, str]:
-    """The environment of a pipeline run in `workdir`: atpatch.conventions' defaults, with the
-    project's own caches and stores (a workspace never writes into the repository's MLflow store)."""
-    return conventions.environment(workdir, isolate=True)
-
-
 def repro_target(workdir: Path, scenario: str) -> str:
     """`register@<scenario>` when dvc.yaml loops over scenarios (foreach), else `register` for the one
     scenario params.yaml holds."""
@@ -163,7 +157,7 @@ def run(scenario: str = ScenarioOpt,
     """
     root = _root(root)
     scenario = _scenario(scenario, root)
-    from atpatch.ops.workspace import profile_workdir
+    from atpatch.ops.workspace import pipeline_env, profile_workdir
 
     workdir = profile_workdir(profile, root, create=False)  # checks the profile before anything is made
     if profile != DEFAULT_PROFILE and not dry_run:
