@@ -30,12 +30,13 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from atpatch.conventions import SWEEP_FLOW  # noqa: E402
 from atpatch.ops.cluster import task_runner  # noqa: E402
 from atpatch.ops.sweep import CELL_THREADS, Cell, cells_root, run_cell  # noqa: E402
-from benchmarks.scenarios import OUT, grid_arguments, grid_cells, publish, summary  # noqa: E402
+from benchmarks.scenarios import OUT, grid_arguments, grid_cells, summary  # noqa: E402
 from pipeline import no_heartbeats, one_line_errors  # noqa: E402
 
-# Dask ships a task's function to its workers by pickling; a worker cannot import this file by name
-# (flows/ is on no worker's path), so its functions travel by value. The cell's work itself is a
-# library function (atpatch.ops.sweep.run_cell), imported by name there.
+# Dask ships a task's function (and, in the task's run context, this flow) to the scheduler and its
+# workers by pickling; they cannot import this file by name (flows/ is on no path of theirs), so its
+# functions travel by value. What they call is the library's (atpatch.ops.sweep.run_cell), imported
+# there by name.
 if __name__ != "__main__":
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -80,6 +81,10 @@ def sweep(cells: list[Cell], profile: str, workdir: str, threads: int = CELL_THR
         else:
             rows.append(result)
     if rows:
+        # Imported here, not by name at the top: Prefect sends the flow along with every task (in its run
+        # context), and a reference to benchmarks/ would make the scheduler and workers import it.
+        from benchmarks.scenarios import publish
+
         publish(rows, command, out)
     if failed:
         raise RuntimeError(failure_summary(failed, len(cells)))

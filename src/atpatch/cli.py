@@ -545,6 +545,8 @@ def sweep(scenarios: Optional[list[str]] = ListOpt("--scenarios", help="Scenario
                                                 "tcp://HOST:8786."),
           workdir: Optional[Path] = typer.Option(None, "--workdir", help="Cell workspaces go under WORKDIR/PROFILE "
                                                  "(default .work/bench)."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Where results/SCENARIO.json and RESULTS.md go "
+                                             "(default benchmarks/)."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Show the command, run nothing."),
           root: Optional[Path] = RootOpt):
     """Run a benchmark grid, scenario x seed x variant, as concurrent cells on a Dask cluster.
@@ -560,7 +562,7 @@ def sweep(scenarios: Optional[list[str]] = ListOpt("--scenarios", help="Scenario
     options = {"--scenarios": _listed(scenarios), "--variants": _listed(variants), "--seeds": _listed(seeds)}
     cmd = [sys.executable, str(script), *[item for name, values in options.items() if values
                                           for item in (name, *values)], "--profile", profile]
-    for name, value in (("--workers", workers), ("--address", address), ("--workdir", workdir)):
+    for name, value in (("--workers", workers), ("--address", address), ("--workdir", workdir), ("--out", out)):
         if value is not None:
             cmd += [name, str(value)]
     if dry_run:

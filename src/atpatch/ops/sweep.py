@@ -15,6 +15,7 @@ not depend on the environment of the worker that happens to run it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -148,9 +149,24 @@ def stage_reports(ws: Path, scenario: str) -> dict:
     return {name: json.loads((ws / report_path(scenario, name)).read_text()) for name in ("evaluate", "gate")}
 
 
-def _failed_stage(lines: list[str]) -> str:
+# What differs between two runs of one cell: measured times (latency, seconds) and how and where it ran.
+_UNSEEDED = re.compile(r"latency|seconds|^(command|ran_on|repro)$")
+
+
+def seeded_part(result: Any) -> Any:
+    """A cell's result without what differs between two runs of it: every number left is seeded, so two
+    runs of the cell with the same thread count give equal seeded parts, wherever they ran."""
+    if isinstance(result, dict):
+        return {k: seeded_part(v) for k, v in result.items() if not _UNSEEDED.search(k)}
+    if isinstance(result, list):
+        return [seeded_part(v) for v in result]
+    return result
+
+
+def _where_it_failed(lines: list[str]) -> str:
+    """`at stage <the last stage dvc started>` in a repro's output, or `before any stage ran`."""
     started = [line.split("'")[1] for line in lines if line.startswith("Running stage '")]
-    return started[-1] if started else "before any stage"
+    return f"at stage {started[-1]}" if started else "before any stage ran"
 
 
 def run_cell(cell: Cell, profile: str, root: Path | str, threads: int = CELL_THREADS, reuse: bool = False) -> dict:
@@ -176,8 +192,8 @@ def run_cell(cell: Cell, profile: str, root: Path | str, threads: int = CELL_THR
     seconds = time.perf_counter() - start
     if code != 0:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-        raise RuntimeError(f"{cell.scenario} {cell.label}: dvc repro {target} failed (exit {code}) at stage "
-                           f"{_failed_stage(lines)}; output in {log}\n" + "\n".join(lines[-TAIL_LINES:]))
+        raise RuntimeError(f"{cell.scenario} {cell.label}: dvc repro {target} failed (exit {code}) "
+                           f"{_where_it_failed(lines)}; output in {log}\n" + "\n".join(lines[-TAIL_LINES:]))
     return {"scenario": cell.scenario, "variant": cell.variant, "seed": cell.seed, "profile": profile,
             "threads": threads, "repro_seconds": seconds,
             "repro": "incremental (existing workspace)" if incremental else "from scratch",
