@@ -1,33 +1,36 @@
-"""Benchmark of the scenarios: each pipeline from scratch, default profile, per variant.
+"""Benchmark of the scenarios: each pipeline from scratch, default profile, per variant (and seed).
 
-Each (scenario, variant) runs `dvc repro register@<scenario>` in its own fresh workspace
-(atpatch.ops.workspace), timed. Results: benchmarks/results/<scenario>.json (one file per scenario,
-every variant in it), benchmarks/RESULTS.md generated from all result files present, and an
-MLflow run in the repository's store.
+Each cell (scenario, variant, seed) runs `dvc repro register@<scenario>` in its own fresh workspace
+(atpatch.ops.sweep.run_cell), timed. Serially by default; on a Dask cluster with --workers N (a local
+one) or --address tcp://HOST:8786 (an existing scheduler), through the sweep flow (flows/sweep.py).
+Results: benchmarks/results/<scenario>.json (one file per scenario, every variant in it),
+benchmarks/RESULTS.md generated from all result files present, and an MLflow run per scenario in the
+repository's store (or MLFLOW_TRACKING_URI's).
 
     .venv/bin/python benchmarks/scenarios.py                                  # every scenario, default profile
     .venv/bin/python benchmarks/scenarios.py --scenarios tabular-fairness --profile small
+    .venv/bin/python benchmarks/scenarios.py --scenarios text-fairness --seeds 0 1 2 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import time
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: the benchmarks package (benchmarks.baselines) importable
 
-from atpatch.cli import pipeline_env  # noqa: E402
+from atpatch.conventions import DEFAULT_PROFILE  # noqa: E402
 from atpatch.io import write_bytes_atomic, write_json_atomic  # noqa: E402
-from atpatch.ops.workspace import make_workspace  # noqa: E402
+from atpatch.ops.sweep import (CELL_THREADS, Cell, cell_label, cells_root, expand_grid, run_cell,  # noqa: E402
+                               stage_reports)
 from benchmarks.baselines.formatting import num, pct  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results"
+OUT = REPO / "benchmarks"  # holds results/<scenario>.json and RESULTS.md
+RESULTS = OUT / "results"
 
 # A trigger anywhere is harder to learn than a fixed one: the random variant poisons 10%, not 5%
 # (at 5% and 9 epochs a first run reached only 19% ASR, CA 84.6%).
@@ -84,60 +87,35 @@ workspace>`; the results are in `benchmarks/results/vision-diagnosis-random.json
 """}
 
 
-def variant_overrides(scenario: str, name: str) -> dict:
-    """The params.yaml overrides of one variant: its mapping goes under scenarios.<scenario>, except
-    `seed`, which is params.yaml's top-level seed (stages read no per-scenario seed)."""
-    variant = dict(VARIANTS[scenario][name])
-    top = {"seed": variant.pop("seed")} if "seed" in variant else {}
-    return {**top, "scenarios": {scenario: variant}}
-
-
-def run_variant(scenario: str, name: str, profile: str, root: Path, reuse: bool = False) -> dict:
-    """Fresh workspace, `dvc repro register@<scenario>` from scratch (timed), then its evaluate/gate JSON.
-
-    reuse: keep an existing workspace's data and lock file, so DVC reruns only the stages whose
-    params or code changed (the time is then recorded as incremental, not from scratch).
-    """
-    overrides = variant_overrides(scenario, name)
-    dest = root / f"{scenario}-{name}"
-    incremental = reuse and (dest / "dvc.lock").is_file()
-    if dest.exists() and not incremental:
-        shutil.rmtree(dest)
-    ws = make_workspace(dest, None if profile == "default" else profile, overrides)
-    start = time.perf_counter()
-    # The workspace's own state (MLflow store, Prefect home, DVC site cache) and this venv first on PATH:
-    # the stages run `python stages/...`.
-    subprocess.run([str(REPO / ".venv/bin/dvc"), "repro", f"register@{scenario}"], cwd=ws, check=True,
-                   env=pipeline_env(ws))
-    seconds = time.perf_counter() - start
-    return {"scenario": scenario, "variant": name, "profile": profile, "repro_seconds": seconds,
-            "repro": "incremental (existing workspace)" if incremental else "from scratch",
-            **stage_reports(ws / "metrics" / scenario)}
-
-
-def stage_reports(metrics: Path) -> dict:
-    """The evaluate and gate stages' JSON of one workspace."""
-    return {"evaluate": json.loads((metrics / "evaluate.json").read_text()),
-            "gate": json.loads((metrics / "gate.json").read_text())}
-
-
-def collect_variant(scenario: str, name: str, profile: str, root: Path) -> dict | None:
-    """The evaluate/gate JSON of an existing workspace, without running anything (None when it has none)."""
-    metrics = root / f"{scenario}-{name}" / "metrics" / scenario
-    if not (metrics / "gate.json").is_file():
+def collect_cell(cell: Cell, profile: str, root: Path) -> dict | None:
+    """A cell's result from its existing workspace, without running anything (None when it has none)."""
+    try:
+        reports = stage_reports(root / cell.name, cell.scenario)
+    except FileNotFoundError:
         return None
-    return {"scenario": scenario, "variant": name, "profile": profile, "repro_seconds": None,
-            "repro": "collected from an existing workspace (not timed)", **stage_reports(metrics)}
+    return {"scenario": cell.scenario, "variant": cell.variant, "seed": cell.seed, "profile": profile,
+            "repro_seconds": None, "repro": "collected from an existing workspace (not timed)", **reports}
+
+
+def row_key(r: dict) -> tuple:
+    """A result row's cell: its variant and seed (rows of one seed only carry none)."""
+    return r["variant"], r.get("seed")
+
+
+def label(r: dict) -> str:
+    """A result row's name in tables and MLflow keys: `variant`, or `variant-seedN`."""
+    return cell_label(r["variant"], r.get("seed"))
 
 
 def kept_results(path: Path, scenario: str, new: list[dict]) -> list[dict]:
-    """`new` plus the variants of the existing results file that this run did not measure (a run of
-    some variants leaves the others' results in place), in VARIANTS order."""
+    """`new` plus the cells of the existing results file that this run did not measure (a run of
+    some variants or seeds leaves the others' results in place), in VARIANTS order, then by seed."""
     data = json.loads(path.read_text()) if path.is_file() else {"results": []}
     old = [{"command": data.get("command"), **r} for r in data["results"]]  # older files: one command
-    by_name = {r["variant"]: r for r in old if r["variant"] in VARIANTS[scenario]}
-    by_name.update({r["variant"]: r for r in new})
-    return [by_name[v] for v in VARIANTS[scenario] if v in by_name]
+    by_key = {row_key(r): r for r in old if r["variant"] in VARIANTS[scenario]}
+    by_key.update({row_key(r): r for r in new})
+    order = list(VARIANTS[scenario])
+    return sorted(by_key.values(), key=lambda r: (order.index(r["variant"]), -1 if r.get("seed") is None else r["seed"]))
 
 
 def backdoor_table(results: list[dict]) -> str:
@@ -148,12 +126,12 @@ def backdoor_table(results: list[dict]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         e, u = r["evaluate"], r["evaluate"]["unpatched"]
-        lines.append(f"| {r['variant']} | unpatched | {pct(u['CA'])} | {pct(u['ASR'])} | {pct(u['ASR_floor'])} "
+        lines.append(f"| {label(r)} | unpatched | {pct(u['CA'])} | {pct(u['ASR'])} | {pct(u['ASR_floor'])} "
                      f"| {pct(u.get('trigger_caused_flips'))} | {control_cell(e.get('control'))} | {pct(e['oracle_ASR'])} "
                      f"| {mediation_cell(e.get('mediation'))} | | | | | 1.00 | | |")
         for mode, m in e["patched"].items():
             gate = ("pass" if r["gate"]["passed"] else "fail") if mode == e["default_mode"] else ""
-            lines.append(f"| {r['variant']} | AtPatch {mode} | {pct(m['CA'])} | {pct(m['ASR'])} | "
+            lines.append(f"| {label(r)} | AtPatch {mode} | {pct(m['CA'])} | {pct(m['ASR'])} | "
                          f"| {pct(m.get('trigger_caused_flips'))} | | | | {num(m['DER'])} "
                          f"| {pct(m['input_flag_rate_clean'])} | {pct(m['input_flag_rate_triggered'])} "
                          f"| {num(m['column_auroc'])} | {num(m['latency_ratio_default'], 2)} "
@@ -172,7 +150,7 @@ def control_cell(c: dict | None) -> str:
 def placements_table(results: list[dict]) -> str:
     """Markdown table of the unseen trigger placements (shipped patch, nothing refit), one row per variant
     and placement; empty when no result has any."""
-    rows = [(r["variant"], name, p) for r in results for name, p in (r["evaluate"].get("placements") or {}).items()]
+    rows = [(label(r), name, p) for r in results for name, p in (r["evaluate"].get("placements") or {}).items()]
     if not rows:
         return ""
     head = ("| variant | placement | ASR % unpatched -> patched | trigger-caused flips % patched | flagged % "
@@ -221,7 +199,7 @@ def fairness_table(results: list[dict]) -> str:
                                      for k in ("flip_rate", "dp_diff", "eo_diff"))
                 gate = ("pass" if r["gate"]["passed"] else "fail") if patched and primary and \
                     method == f"AtPatch {e['default_mode']}" else ""
-                lines.append(f"| {r['variant']} | {method} | {attr}{' (gated)' if primary else ''} | {pct(m['CA'])} "
+                lines.append(f"| {label(r)} | {method} | {attr}{' (gated)' if primary else ''} | {pct(m['CA'])} "
                              f"| {pct(a['flip_rate'])} | {num(a['dp_diff'])} | {num(a['eo_diff'])} | {red} "
                              f"| {pct(m.get('input_flag_rate_clean')) if patched else ''} "
                              f"| {pct(m.get('input_flag_rate_faulty')) if patched else ''} "
@@ -241,7 +219,7 @@ def intervals_line(r: dict) -> str | None:
     if not iv:
         return None
     parts = [f"{label} [{pct(iv[k][0])}, {pct(iv[k][1])}]" for k, label in INTERVAL_NAMES.items() if iv.get(k)]
-    return (f"- {r['variant']}: {100 * iv['level']:.0f}% bootstrap intervals ({iv['mode']}, {iv['n_boot']} resamples"
+    return (f"- {label(r)}: {100 * iv['level']:.0f}% bootstrap intervals ({iv['mode']}, {iv['n_boot']} resamples"
             f"{', ' + iv['attribute'] if iv.get('attribute') else ''}), in %: " + "; ".join(parts))
 
 
@@ -258,12 +236,12 @@ def baselines_command(recorded: str) -> str:
     return f"{COMMAND} {recorded.removeprefix(legacy)}" if recorded.startswith(legacy) else recorded
 
 
-def baselines_summary(scenario: str) -> str:
-    """The scenario's methods side by side, from benchmarks/results/baselines-<scenario>.json (benchmarks.baselines)."""
+def baselines_summary(scenario: str, results_dir: Path = RESULTS) -> str:
+    """The scenario's methods side by side, from results/baselines-<scenario>.json (benchmarks.baselines)."""
     from benchmarks.baselines.config import COMMAND
     from benchmarks.baselines.render import verdict
 
-    path = RESULTS / f"baselines-{scenario}.json"
+    path = results_dir / f"baselines-{scenario}.json"
     if not path.is_file():
         return f"Baselines: not run for {scenario} (`{COMMAND}`).\n"
     b = json.loads(path.read_text())
@@ -280,14 +258,14 @@ def baselines_summary(scenario: str) -> str:
     return "\n".join(lines) + "\n\n" + verdict(b) + "\n"
 
 
-def results_markdown() -> str:
-    """RESULTS.md from every benchmarks/results/<scenario>.json present."""
+def results_markdown(out: Path = OUT) -> str:
+    """RESULTS.md from every <out>/results/<scenario>.json present."""
     parts = ["# Scenario benchmarks\n",
              "Generated by `benchmarks/scenarios.py` from `benchmarks/results/<scenario>.json` (the command that made "
              "each is in its file). Definitions: docs/metrics.md and the `definitions` field of each "
              "evaluate.json. Latency: median per batch on clean inputs, patched / unpatched.\n"]
     for scenario in VARIANTS:
-        path = RESULTS / f"{scenario}.json"
+        path = out / "results" / f"{scenario}.json"
         if not path.is_file():
             continue
         data = json.loads(path.read_text())
@@ -297,17 +275,17 @@ def results_markdown() -> str:
         made_by = "; ".join(f"`.venv/bin/python {c}`" for c in commands)
         parts.append(f"## {scenario} ({results[0]['profile']} profile)\n\nMade by {made_by}.\n")
         parts.append(fairness_table(results) if fairness else backdoor_table(results) + placements_table(results))
-        parts.append("\n".join(f"- {r['variant']}: `dvc repro` {r.get('repro', 'from scratch')}{minutes(r['repro_seconds'])}; gate "
+        parts.append("\n".join(f"- {label(r)}: `dvc repro` {r.get('repro', 'from scratch')}{minutes(r['repro_seconds'])}; gate "
                                 f"reasons: {r['gate']['reasons'] or 'none'}" for r in results) + "\n")
         lines = [line for line in map(intervals_line, results) if line]
-        lines += [f"- {r['variant']}: {r['evaluate']['mediation']['message']}" for r in results
+        lines += [f"- {label(r)}: {r['evaluate']['mediation']['message']}" for r in results
                   if r["evaluate"].get("mediation")]
         if lines:
             parts.append("\n".join(lines) + "\n")
         if scenario in NOTES:
             parts.append(NOTES[scenario])
-        parts.append(baselines_summary(scenario))
-    scale = RESULTS / "scale.json"  # benchmarks/scale.py: the sharded evaluate on Dask
+        parts.append(baselines_summary(scenario, out / "results"))
+    scale = out / "results" / "scale.json"  # benchmarks/scale.py: the sharded evaluate on Dask
     if scale.is_file():
         from benchmarks.scale_model import markdown as scale_markdown
 
@@ -315,40 +293,102 @@ def results_markdown() -> str:
     return "\n".join(parts)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--variants", nargs="+", default=None, help="variant names (default: all of each scenario)")
-    ap.add_argument("--profile", default="default", help="default (params.yaml) or a profiles/<name>.yaml")
-    ap.add_argument("--workdir", default=str(REPO / ".work" / "bench"))
+def publish(rows: list[dict], command: str, out: Path | str = OUT) -> str:
+    """Each scenario's rows into <out>/results/<scenario>.json, merged with the cells the file already
+    holds and written once, atomically; an MLflow run per scenario; <out>/RESULTS.md regenerated (its
+    text returned). The serial run and the sweep flow both end here."""
+    out = Path(out)
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        path = out / "results" / f"{scenario}.json"
+        new = [{**r, "command": command} for r in rows if r["scenario"] == scenario]
+        kept = kept_results(path, scenario, new)
+        write_json_atomic(path, {"command": command, "results": kept})
+        log_to_mlflow(scenario, kept, path)
+    text = results_markdown(out)
+    write_bytes_atomic(out / "RESULTS.md", text.encode())
+    return text
+
+
+def run_serial(cells: Iterable[Cell], profile: str, workdir: Path | str, threads: int = CELL_THREADS,
+               reuse: bool = False, command: str = "", out: Path | str = OUT) -> list[dict]:
+    """Each cell in turn in this process; a scenario's results are published once its cells are done
+    (a failure later keeps them). The cells' results."""
+    cells, root, done = list(cells), cells_root(workdir, profile), []
+    for scenario in dict.fromkeys(c.scenario for c in cells):
+        rows = []
+        for cell in (c for c in cells if c.scenario == scenario):
+            print(f"{cell.scenario} {cell.label}: running in {root / cell.name}", flush=True)
+            rows.append(run_cell(cell, profile, root, threads, reuse))
+        publish(rows, command, out)
+        done += rows
+    return done
+
+
+def summary(rows: list[dict], out: Path | str = OUT) -> str:
+    """A line per cell (its time and where it ran), then where the results are."""
+    lines = [f"{r['scenario']} {label(r)}: {minutes(r['repro_seconds']).strip() or 'collected'}"
+             f"{' on ' + (r['ran_on']['worker'] or r['ran_on']['host']) if r.get('ran_on') else ''}" for r in rows]
+    return "\n".join([*lines, f"results: {Path(out) / 'results'}/<scenario>.json, {Path(out) / 'RESULTS.md'}"])
+
+
+def grid_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options that choose and place a grid's cells (this script and flows/sweep.py)."""
+    ap.add_argument("--scenarios", nargs="+", default=None, metavar="SCENARIO",
+                    help=f"default: all ({', '.join(VARIANTS)})")
+    ap.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
+                    help="variant names (default: all of each scenario)")
+    ap.add_argument("--seeds", nargs="+", default=None, metavar="SEED",
+                    help="params.yaml's top-level seed, one cell each (default: its own; variants that set a "
+                         "seed of their own are then left out)")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE,
+                    help="default (params.yaml), a profiles/<name>.yaml name, or a YAML file")
+    ap.add_argument("--workdir", default=str(REPO / ".work" / "bench"), help="cell workspaces: WORKDIR/<profile>/")
+    ap.add_argument("--out", default=str(OUT), help="where results/<scenario>.json and RESULTS.md go "
+                                                   "(default: benchmarks/)")
+    ap.add_argument("--threads", type=int, default=CELL_THREADS, help="torch threads of each cell (default: %(default)s)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep existing workspaces: DVC reruns only stale stages (time recorded as incremental)")
+    ap.add_argument("--workers", type=int, default=None, help="run the cells on a local Dask cluster of N workers")
+    ap.add_argument("--address", default=None, help="run the cells on the Dask scheduler at tcp://HOST:8786")
+    return ap
+
+
+def grid_cells(args: argparse.Namespace) -> list[Cell]:
+    """The cells the options name; ValueError/AtPatchError, one line, for a bad value (before any work)."""
+    from atpatch.ops.workspace import profile_workdir
+
+    if args.threads < 1:
+        raise ValueError(f"threads: expected at least 1, got {args.threads}")
+    profile_workdir(args.profile, REPO, create=False)  # the profile exists
+    return expand_grid(VARIANTS, args.scenarios, args.variants, args.seeds)
+
+
+def main() -> None:
+    ap = grid_arguments(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--render", action="store_true", help="run nothing: regenerate RESULTS.md from the result files")
     ap.add_argument("--collect", action="store_true",
-                    help="run nothing: take each variant's results from its existing workspace (variants without any are left out)")
+                    help="run nothing: take each cell's results from its existing workspace (cells without any are left out)")
     args = ap.parse_args()
     if args.render:
-        write_bytes_atomic(REPO / "benchmarks" / "RESULTS.md", results_markdown().encode())
+        write_bytes_atomic(Path(args.out) / "RESULTS.md", results_markdown(Path(args.out)).encode())
         return
+    cells = grid_cells(args)
     command = " ".join(["benchmarks/scenarios.py", *sys.argv[1:]])
-    for scenario in args.scenarios:
-        names = [v for v in VARIANTS[scenario] if args.variants is None or v in args.variants]
-        root = Path(args.workdir) / args.profile
-        if args.collect:
-            results = [r for r in (collect_variant(scenario, v, args.profile, root) for v in names) if r is not None]
-            if not results:
-                raise SystemExit(f"{scenario}: no workspace under {root} has results")
-        else:
-            results = [run_variant(scenario, v, args.profile, root, args.reuse) for v in names]
-        for r in results:
-            r["command"] = command
-        out = RESULTS / f"{scenario}.json"
-        results = kept_results(out, scenario, results)
-        write_json_atomic(out, {"command": command, "results": results})
-        log_to_mlflow(scenario, results, out)
-    text = results_markdown()
-    write_bytes_atomic(REPO / "benchmarks" / "RESULTS.md", text.encode())
-    print(text)
+    if args.collect:
+        root = cells_root(args.workdir, args.profile)
+        rows = [r for r in (collect_cell(c, args.profile, root) for c in cells) if r is not None]
+        missing = sorted({c.scenario for c in cells} - {r["scenario"] for r in rows})
+        if missing:
+            raise SystemExit(f"{', '.join(missing)}: no workspace under {root} has results")
+        publish(rows, command, args.out)
+    elif args.workers or args.address:
+        from sweep import run_sweep
+
+        rows = run_sweep(cells, args.profile, args.workdir, args.threads, args.reuse, command, args.out,
+                         args.address, args.workers)
+    else:
+        rows = run_serial(cells, args.profile, args.workdir, args.threads, args.reuse, command, args.out)
+    print(summary(rows, args.out))
 
 
 def log_to_mlflow(scenario: str, results: list[dict], path: Path) -> None:
@@ -359,17 +399,20 @@ def log_to_mlflow(scenario: str, results: list[dict], path: Path) -> None:
     configure()
     with mlflow.start_run(run_name=f"benchmark:{scenario}"):
         for r in results:
-            e = r["evaluate"]
-            timed = {} if r["repro_seconds"] is None else {f"{r['variant']}.repro_seconds": r["repro_seconds"]}
+            e, key = r["evaluate"], label(r)
+            timed = {} if r["repro_seconds"] is None else {f"{key}.repro_seconds": r["repro_seconds"]}
             mlflow.log_metrics({**timed,
-                                **{f"{r['variant']}.unpatched.{k}": v for k, v in e["unpatched"].items()
+                                **{f"{key}.unpatched.{k}": v for k, v in e["unpatched"].items()
                                    if isinstance(v, (int, float))},
-                                **{f"{r['variant']}.{mode}.{k}": v for mode, m in e["patched"].items()
+                                **{f"{key}.{mode}.{k}": v for mode, m in e["patched"].items()
                                    for k, v in m.items() if isinstance(v, (int, float))},
-                                **{f"{r['variant']}.oracle.{k}": v for k, v in (e.get("oracle") or {}).items()
+                                **{f"{key}.oracle.{k}": v for k, v in (e.get("oracle") or {}).items()
                                    if isinstance(v, (int, float))}})
         mlflow.log_artifact(str(path))
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(REPO / "flows"))  # the sweep flow, and its one-line errors
+    from pipeline import one_line_errors
+
+    one_line_errors(main)

@@ -1,4 +1,4 @@
-"""The `atpatch` command line (typer + rich): run, report, inspect, serve, patch.
+"""The `atpatch` command line (typer + rich): run, report, inspect, serve, patch, sweep.
 
 Every command works on a project root: `--root`, else $ATPATCH_ROOT, else the working directory.
 User errors print one line `error: ...` on stderr and exit 1 (no traceback).
@@ -101,12 +101,6 @@ def _use_root(root: Path, need_store: bool = False) -> None:
                             "pipeline first (atpatch run) or pass --root / MLFLOW_TRACKING_URI")
 
 
-def pipeline_env(workdir: Path) -> dict[str, str]:
-    """The environment of a pipeline run in `workdir`: atpatch.conventions' defaults, with the
-    project's own caches and stores (a workspace never writes into the repository's MLflow store)."""
-    return conventions.environment(workdir, isolate=True)
-
-
 def repro_target(workdir: Path, scenario: str) -> str:
     """`register@<scenario>` when dvc.yaml loops over scenarios (foreach), else `register` for the one
     scenario params.yaml holds."""
@@ -163,7 +157,7 @@ def run(scenario: str = ScenarioOpt,
     """
     root = _root(root)
     scenario = _scenario(scenario, root)
-    from atpatch.ops.workspace import profile_workdir
+    from atpatch.ops.workspace import pipeline_env, profile_workdir
 
     workdir = profile_workdir(profile, root, create=False)  # checks the profile before anything is made
     if profile != DEFAULT_PROFILE and not dry_run:
@@ -526,6 +520,57 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
                   f"{result['config']['input']})", markup=False)
     mediation = result["mediation"]
     console.print(mediation["message"], style="bold green" if mediation["passed"] else "bold red", markup=False)
+
+
+def _listed(values: Optional[list[str]]) -> list[str]:
+    """Repeated and comma-separated option values as one list: ["a,b", "c"] -> ["a", "b", "c"]."""
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+ListOpt = functools.partial(typer.Option, None, show_default=False)
+
+
+@app.command(epilog="Example: atpatch sweep --scenarios tabular-fairness,text-fairness --seeds 0,1 --profile small "
+                    "--workers 2")
+@_errors
+def sweep(scenarios: Optional[list[str]] = ListOpt("--scenarios", help="Scenarios (comma-separated or repeated; "
+                                                   "default: all)."),
+          variants: Optional[list[str]] = ListOpt("--variants", help="Variants of benchmarks/scenarios.py "
+                                                  "(default: all of each scenario)."),
+          seeds: Optional[list[str]] = ListOpt("--seeds", help="Top-level seeds, a cell each (default: params.yaml's)."),
+          profile: str = typer.Option(DEFAULT_PROFILE, "--profile", "-p", help="default, small, or a YAML file."),
+          workers: Optional[int] = typer.Option(None, "--workers", help="A local Dask cluster of N one-thread "
+                                                "workers (default 2)."),
+          address: Optional[str] = typer.Option(None, "--address", help="An existing Dask scheduler, "
+                                                "tcp://HOST:8786."),
+          workdir: Optional[Path] = typer.Option(None, "--workdir", help="Cell workspaces go under WORKDIR/PROFILE "
+                                                 "(default .work/bench)."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Where results/SCENARIO.json and RESULTS.md go "
+                                             "(default benchmarks/)."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Show the command, run nothing."),
+          root: Optional[Path] = RootOpt):
+    """Run a benchmark grid, scenario x seed x variant, as concurrent cells on a Dask cluster.
+
+    Each cell is the pipeline from scratch in its own workspace (`flows/sweep.py`, a Prefect flow with a task
+    per cell, retried on failure); the results go to benchmarks/results/SCENARIO.json, benchmarks/RESULTS.md
+    and MLflow, as `benchmarks/scenarios.py` writes them serially.
+    """
+    root = _root(root)
+    script = root / "flows" / "sweep.py"
+    if not script.is_file():
+        raise UserError(f"{script}: not found; run from the AtPatch repository (or pass --root)")
+    options = {"--scenarios": _listed(scenarios), "--variants": _listed(variants), "--seeds": _listed(seeds)}
+    cmd = [sys.executable, str(script), *[item for name, values in options.items() if values
+                                          for item in (name, *values)], "--profile", profile]
+    for name, value in (("--workers", workers), ("--address", address), ("--workdir", workdir), ("--out", out)):
+        if value is not None:
+            cmd += [name, str(value)]
+    if dry_run:
+        console.print(f"would run in {root}: {' '.join(cmd)}", markup=False)
+        return
+    code = subprocess.call(cmd, cwd=root, env=conventions.environment(root))
+    if code != 0:  # the flow printed its own one-line error
+        raise typer.Exit(code)
 
 
 def _int_list(text: str, option: str) -> list[int]:

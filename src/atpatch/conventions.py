@@ -60,6 +60,7 @@ CHAMPION_ALIAS = "champion"          # only a version that passed the gate
 # Prefect: the flows, the work pool their deployments use, the nightly schedule.
 PIPELINE_FLOW = "atpatch-pipeline"
 NIGHTLY_FLOW = "atpatch-nightly-reevaluate"
+SWEEP_FLOW = "atpatch-sweep"         # benchmark cells (scenario x seed x variant) as tasks on Dask
 WORK_POOL = "atpatch"                # a pool of type process
 NIGHTLY_CRON = "0 3 * * *"
 SHARDED_FLOW = "atpatch-sharded"     # a stage's passes over its inputs, sharded over Dask workers

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = "tiny-cli"  # registered model atpatch-tiny-cli
-COMMANDS = ("run", "report", "inspect", "serve", "patch")
+COMMANDS = ("run", "report", "inspect", "serve", "patch", "sweep")
 
 
 def _invoke(*args: str):

@@ -1,4 +1,4 @@
-"""benchmarks/scenarios.py bookkeeping: variant overrides and merging a partial run into the results file."""
+"""benchmarks/scenarios.py bookkeeping: a cell's overrides and merging a partial run into the results file."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import scenarios as bench  # noqa: E402
 
 
 def test_a_variant_seed_is_the_top_level_seed_and_the_rest_goes_under_the_scenario():
-    assert bench.variant_overrides("text-backdoor", "seed-1") == {"seed": 1, "scenarios": {"text-backdoor": {}}}
-    race = bench.variant_overrides("tabular-fairness", "race")
-    assert "seed" not in race and race["scenarios"]["tabular-fairness"]["generate"]["protected"] == ["race", "sex"]
+    from atpatch.ops.sweep import expand_grid
+
+    [seed_1] = expand_grid(bench.VARIANTS, ["text-backdoor"], ["seed-1"])
+    assert seed_1.overrides == {"seed": 1, "scenarios": {"text-backdoor": {}}} and seed_1.seed is None
+    [race] = expand_grid(bench.VARIANTS, ["tabular-fairness"], ["race"])
+    assert "seed" not in race.overrides
+    assert race.overrides["scenarios"]["tabular-fairness"]["generate"]["protected"] == ["race", "sex"]
     assert "seed" in bench.VARIANTS["text-backdoor"]["seed-1"]  # the table itself is left as it was
 
 
@@ -28,6 +32,16 @@ def test_a_run_of_some_variants_keeps_the_others_with_their_own_command(tmp_path
     assert [r["x"] for r in kept] == [1, 20, 4]
     assert [r["command"] for r in kept] == ["old run", "new run", "new run"]
     assert bench.kept_results(tmp_path / "none.json", "tabular-fairness", new) == new
+
+
+def test_cells_of_one_variant_under_several_seeds_are_kept_apart_and_ordered_by_seed(tmp_path):
+    path = tmp_path / "tabular-fairness.json"
+    path.write_text(json.dumps({"command": "old", "results": [{"variant": "sex", "x": 1},
+                                                              {"variant": "sex", "seed": 1, "x": 2}]}))
+    new = [{"variant": "sex", "seed": 2, "x": 3}, {"variant": "sex", "seed": 0, "x": 4}]
+    kept = bench.kept_results(path, "tabular-fairness", new)
+    assert [(r.get("seed"), r["x"]) for r in kept] == [(None, 1), (0, 4), (1, 2), (2, 3)]
+    assert [bench.label(r) for r in kept] == ["sex", "sex-seed0", "sex-seed1", "sex-seed2"]
 
 
 def test_intervals_line_reads_the_report_and_skips_reports_without_intervals():

@@ -35,7 +35,10 @@ def configure() -> None:
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        artifacts = (project_root() / "mlartifacts").as_uri()
+        # An embedded store keeps its artifacts in the project; a tracking server keeps them where it was
+        # told to (`mlflow server --artifacts-destination`), where every client of the server finds them.
+        served = tracking_uri().startswith(("http://", "https://"))
+        artifacts = None if served else (project_root() / "mlartifacts").as_uri()
         mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
     mlflow.set_experiment(EXPERIMENT)
 

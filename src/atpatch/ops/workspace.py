@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from atpatch.core.errors import AtPatchError
-from atpatch.conventions import DEFAULT_PROFILE, PARAMS_FILE, PROFILES_DIR, profile_file, workspace_dir
+from atpatch.conventions import DEFAULT_PROFILE, PARAMS_FILE, PROFILES_DIR, environment, profile_file, workspace_dir
 from atpatch.io import deep_merge
 
 REPO = Path(__file__).resolve().parents[3]
@@ -211,6 +211,12 @@ def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str
         _dvc(dest, "commit", "--force", "-q", *[f"fetch@{name}" for name in copied])
     commit_workspace(dest, f"workspace from params.yaml + profile {profile}" if profile else "workspace from params.yaml")
     return dest
+
+
+def pipeline_env(workdir: Path | str) -> dict[str, str]:
+    """The environment of a pipeline run in `workdir`: atpatch.conventions' defaults, with the
+    project's own caches and stores (a workspace never writes into the repository's MLflow store)."""
+    return environment(workdir, isolate=True)
 
 
 def profile_workdir(profile: str, repo: Path | str = REPO, create: bool = True) -> Path:
