@@ -21,7 +21,7 @@ run: setup
 test: setup
 	./scripts/install_chromium.sh || echo "make test: no Chromium; the report render test skips (fails in CI)"
 	$(ENV) && .venv/bin/lint-imports && NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -q && \
-	  .venv/bin/python -m pytest -q tests
+	  .venv/bin/python -m pytest -q --durations=25 tests
 
 # The small profile (profiles/small.yaml) in its own DVC workspace .work/small: a few minutes on 2 cores.
 run-small: setup
