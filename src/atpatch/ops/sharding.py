@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from atpatch.eval import shards
-from atpatch.ops import model_cache
+from atpatch.ops import cluster, model_cache
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class ShardOutput:
 def run_shard(call: ShardCall, shard: shards.Shard, rows: dict[str, Any]) -> ShardOutput:
     """One shard of a pass, on whatever process runs it."""
     start = time.perf_counter()
+    cluster.undo_dask_malloc_trim()  # a Dask worker's allocator setting slows the patched passes 1.6x
     # Pinned in every shard: the thread count changes reduction order, so it must be the serial run's.
     torch.set_num_threads(call.threads)
     static = {k: model_cache.materialize(v) for k, v in call.static.items()}
@@ -74,20 +75,20 @@ class PassRecord:
 
 
 class ShardRunner:
-    """atpatch.eval.rowwise's runner: shards of `shard_size` rows (default: shards.DEFAULT_SHARD_BATCHES
-    batches), each run by `submit` with `threads` torch threads. Keeps a record of every pass and, per
-    worker, its shards, seconds and model loads (`workers()`)."""
+    """atpatch.eval.rowwise's runner: shards of at most `shard_size` rows (default: shards.DEFAULT_SHARD_BATCHES
+    batches), balanced over `workers` (atpatch.eval.shards.plan), each run by `submit` with `threads` torch
+    threads. Keeps a record of every pass and, per worker, its shards, seconds and model loads (`workers()`)."""
 
     def __init__(self, submit: Callable[[ShardCall, shards.Shard, dict], Any], threads: int,
-                 shard_size: int | None = None):
+                 shard_size: int | None = None, workers: int = 1):
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads: expected a positive integer, got {threads!r}")
-        self.submit, self.threads, self.shard_size = submit, threads, shard_size
+        self.submit, self.threads, self.shard_size, self.n_workers = submit, threads, shard_size, workers
         self.passes: list[PassRecord] = []
         self._workers: dict[str, dict] = {}
 
     def __call__(self, fn: Callable[..., Any], rows: dict[str, Any], static: dict[str, Any]) -> Any:
-        plan = shards.plan(shards.n_rows(rows), static["batch"], self.shard_size)
+        plan = shards.plan(shards.n_rows(rows), static["batch"], self.shard_size, self.n_workers)
         if not plan:  # no rows: nothing to spread, and the pass says itself what it makes of none
             return fn(**rows, **static)
         start = time.perf_counter()
