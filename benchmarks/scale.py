@@ -110,7 +110,7 @@ def sharded_run(workdir: str, scenario: str, limit: int | None, size: int, threa
     """The passes on this flow's Dask cluster, after a warm-up (imports and model loads on every worker) and
     EMPTY_REPEATS one-row passes (the round trip of a shard that computes nothing)."""
     b = load_bench(Path(workdir), scenario, limit)
-    runner = ShardRunner(shard_task.submit, threads, size)
+    runner = ShardRunner(shard_task.submit, threads, size, workers)
     with rowwise.sharded(runner):
         predict_patched(b["shipped"], rows(b["clean"], 0, workers * size), b["batch"], "warm-up")
         for _ in range(EMPTY_REPEATS):
@@ -162,7 +162,7 @@ def summarize(command: str, serial: dict, runs: list[dict], size: int, threads: 
         result["speedup_2"] = one["seconds"] / two["seconds"]
         result["target_met"] = result["speedup_2"] >= TARGET_SPEEDUP
         result["model"]["check"] = {"workers": 2, "measured_s": two["seconds"],
-                                    "modelled_s": scale_model.modelled_seconds(model["passes"], size, 2, model["overhead"])}
+                                    "modelled_s": scale_model.modelled_seconds(model["passes"], size, 2, model["overhead"], serial["batch"])}
     return result
 
 

@@ -16,13 +16,15 @@ worker / its rows; overhead = (wall time - all compute) / shards. The two-worker
 from __future__ import annotations
 
 import heapq
-import math
+
+from atpatch.eval.shards import plan
 
 PROJECTED_WORKERS = (1, 8, 64)
 
 
-def shard_rows(rows: int, shard_size: int) -> list[int]:
-    return [min(shard_size, rows - start) for start in range(0, rows, shard_size)]
+def shard_rows(rows: int, batch: int, shard_size: int, workers: int = 1) -> list[int]:
+    """Rows of each shard of a pass, as the shard runner plans them (atpatch.eval.shards.plan)."""
+    return [len(s) for s in plan(rows, batch, shard_size, workers)]
 
 
 def makespan(costs: list[float], workers: int) -> float:
@@ -33,11 +35,11 @@ def makespan(costs: list[float], workers: int) -> float:
     return max(free)
 
 
-def modelled_seconds(passes: list[dict], shard_size: int, workers: int, overhead: float) -> float:
+def modelled_seconds(passes: list[dict], shard_size: int, workers: int, overhead: float, batch: int) -> float:
     """T(W) of the module docstring; passes: [{"rows", "row_cost"}]."""
     total = 0.0
     for p in passes:
-        sizes = shard_rows(p["rows"], shard_size)
+        sizes = shard_rows(p["rows"], batch, shard_size, workers)
         total += len(sizes) * overhead + makespan([r * p["row_cost"] for r in sizes], workers)
     return total
 
@@ -57,11 +59,11 @@ def projection(model: dict, inputs: int, batch: int, shard_size: int, workers=PR
     finest one (one batch a shard, the most shards: the most workers a pass can keep busy)."""
     rows = []
     for size in dict.fromkeys((shard_size, batch)):
-        base = modelled_seconds(model["passes"], size, 1, model["overhead"])
+        base = modelled_seconds(model["passes"], size, 1, model["overhead"], batch)
         for w in workers:
-            t = modelled_seconds(model["passes"], size, w, model["overhead"])
+            t = modelled_seconds(model["passes"], size, w, model["overhead"], batch)
             rows.append({"workers": w, "shard_size": size,
-                         "shards_per_pass": max(math.ceil(p["rows"] / size) for p in model["passes"]),
+                         "shards_per_pass": max(len(shard_rows(p["rows"], batch, size, w)) for p in model["passes"]),
                          "seconds": t, "inputs_per_s": inputs / t, "speedup": base / t, "efficiency": base / t / w})
     return rows
 

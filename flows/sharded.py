@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ is not a package
 
+import cloudpickle  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
@@ -34,10 +35,17 @@ from atpatch.conventions import PARAMS_FILE, SHARDED_FLOW  # noqa: E402
 from atpatch.eval import rowwise  # noqa: E402
 from atpatch.eval.shards import shard_size  # noqa: E402
 from atpatch.io import load_params  # noqa: E402
-from atpatch.ops.cluster import task_runner  # noqa: E402
+from atpatch.ops.cluster import cluster_size, task_runner  # noqa: E402
 from atpatch.ops.sharding import ShardCall, ShardRunner, run_shard  # noqa: E402
 from atpatch.scenarios import scenario_params  # noqa: E402
 from pipeline import no_heartbeats, one_line_errors, resolve_workdir, scenario_of  # noqa: E402
+
+# Dask ships each task with its run context, this flow in it, to the scheduler and the workers, which
+# cannot import flows/ by name (it is on no path of theirs): this module and flows/pipeline.py travel by
+# value. What the shards run is the library's (atpatch.ops.sharding.run_shard), imported there by name.
+for _module in (sys.modules[__name__], sys.modules["pipeline"]):
+    if _module.__name__ != "__main__":
+        cloudpickle.register_pickle_by_value(_module)
 
 SHARDABLE = ("extract", "evaluate")  # the stages whose work is passes over their inputs
 TAIL_CHARS = 2000
@@ -84,7 +92,7 @@ def dvc_commit(workdir: Path, stage: str) -> bool:
 
 @flow(name=SHARDED_FLOW)
 def sharded_stages(workdir: str, stages: list[str], scenario: str | None = None, shard_size: int | None = None,
-                   commit: bool = True) -> dict:
+                   commit: bool = True, workers: int = 1) -> dict:
     """Run `stages` (of SHARDABLE) for `scenario` in `workdir`, their passes sharded on the flow's task
     runner; then `dvc commit` each (unless `commit` is False). Returns per stage its seconds and whether it
     was committed, the thread count, and per worker its shards, seconds and model loads."""
@@ -95,7 +103,7 @@ def sharded_stages(workdir: str, stages: list[str], scenario: str | None = None,
     import torch
 
     threads = params["threads"] or torch.get_num_threads()  # unpinned: the count this process runs with
-    runner = ShardRunner(shard_task.submit, threads, shard_size)
+    runner = ShardRunner(shard_task.submit, threads, shard_size, workers)  # shards balanced over the workers
     done = []
     for stage in check_stages(stages):
         start = time.perf_counter()
@@ -148,7 +156,8 @@ def run_sharded(workdir: str, stages: list[str], scenario: str | None = None, ad
     runner = task_runner(address, workers)
     with no_heartbeats(), one_prefect_api():
         return sharded_stages.with_options(task_runner=runner)(workdir=workdir, stages=stages, scenario=scenario,
-                                                               shard_size=shard_size, commit=commit)
+                                                               shard_size=shard_size, commit=commit,
+                                                               workers=cluster_size(address, workers))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -21,27 +21,32 @@ def test_shards_go_to_the_first_free_worker():
 
 
 def test_one_worker_pays_every_shard_in_full_and_more_workers_only_divide_the_compute():
-    one = sm.modelled_seconds(PASSES, 200, 1, overhead=0.1)
+    one = sm.modelled_seconds(PASSES, 200, 1, overhead=0.1, batch=100)
     assert one == pytest.approx(5 * 0.1 + 1.0 + 5 * 0.1 + 1.8)
-    two = sm.modelled_seconds(PASSES, 200, 2, overhead=0.1)
-    assert two == pytest.approx(5 * 0.1 + 0.6 + 5 * 0.1 + 1.0)  # 3 of 5 shards on the busier worker, per pass
+    # 2 workers: each pass in 6 shards (a multiple of 2) of 2 or 1 batches; 1000 rows: 4 x 200 + 2 x 100, so
+    # 0.5 s on each worker; 900 rows: 3 x 200 + 3 x 100 at 0.002 s a row, the busier worker 1.0 s.
+    two = sm.modelled_seconds(PASSES, 200, 2, overhead=0.1, batch=100)
+    assert two == pytest.approx(6 * 0.1 + 0.5 + 6 * 0.1 + 1.0)
 
 
 def test_fit_recovers_the_constants_of_a_run_made_by_the_model():
     size, overhead = 200, 0.05
     run = {"passes": [{"label": p["label"], "rows": p["rows"],
-                       "shard_seconds": [r * p["row_cost"] for r in sm.shard_rows(p["rows"], size)]} for p in PASSES]}
-    run["seconds"] = sm.modelled_seconds(PASSES, size, 1, overhead)
+                       "shard_seconds": [r * p["row_cost"] for r in sm.shard_rows(p["rows"], 100, size)]} for p in PASSES]}
+    run["seconds"] = sm.modelled_seconds(PASSES, size, 1, overhead, batch=100)
     fitted = sm.fit(run)
     assert fitted["overhead"] == pytest.approx(overhead)
     assert [p["row_cost"] for p in fitted["passes"]] == pytest.approx([p["row_cost"] for p in PASSES])
 
 
-def test_projection_cannot_use_more_workers_than_a_pass_has_shards():
+def test_projection_cannot_use_more_workers_than_a_pass_has_batches():
     model = {"passes": PASSES, "overhead": 0.01}
-    rows = {(r["workers"], r["shard_size"]): r for r in sm.projection(model, 1900, batch=100, shard_size=400)}
-    assert rows[(1, 400)]["speedup"] == pytest.approx(1.0)
-    assert rows[(8, 400)]["speedup"] == pytest.approx(rows[(64, 400)]["speedup"])  # 3 shards: 8 workers are plenty
+    rows = {(r["workers"], r["shard_size"]): r
+            for r in sm.projection(model, 1900, batch=100, shard_size=400, workers=(1, 2, 16, 64))}
+    assert rows[(1, 400)]["speedup"] == pytest.approx(1.0) and rows[(1, 400)]["shards_per_pass"] == 3
+    assert rows[(2, 400)]["shards_per_pass"] == 4  # balanced: a multiple of the workers
+    assert rows[(16, 400)]["speedup"] == pytest.approx(rows[(64, 400)]["speedup"])  # 3 shards: one round already
+    assert rows[(64, 400)]["shards_per_pass"] == 3
     assert rows[(64, 100)]["speedup"] > rows[(64, 400)]["speedup"] and rows[(64, 100)]["shards_per_pass"] == 10
 
 

@@ -27,6 +27,16 @@ def test_the_default_size_is_a_number_of_batches():
     assert [len(s) for s in plan(3 * DEFAULT_SHARD_BATCHES * 10, batch_size=10)] == [DEFAULT_SHARD_BATCHES * 10] * 3
 
 
+def test_shards_for_several_workers_come_in_a_multiple_of_them_and_differ_by_one_batch_at_most():
+    one = plan(9000, batch_size=256, size=1024)
+    assert [len(s) // 256 for s in one] == [4] * 8 + [3]   # 8 full shards and the rest: 5 rounds for 2 workers
+    two = plan(9000, batch_size=256, size=1024, workers=2)
+    assert len(two) == 10 and two[-1].stop == 9000 and all(s.start % 256 == 0 for s in two)
+    assert {-(-len(s) // 256) for s in two} == {3, 4} and max(len(s) for s in two) <= 1024
+    assert len(plan(3 * 64, batch_size=64, size=64, workers=8)) == 3  # fewer batches than workers: one each
+    assert len(plan(9000, batch_size=256, size=1024, workers=64)) == 9  # one round already: no extra shards
+
+
 def test_no_rows_is_no_shards():
     assert plan(0, batch_size=8) == []
 
@@ -44,6 +54,8 @@ def test_bad_sizes_are_one_line_errors(batch, size, needle):
 def test_bad_row_counts_are_errors():
     with pytest.raises(ValueError, match="rows: expected a count >= 0, got -1"):
         plan(-1, batch_size=8)
+    with pytest.raises(ValueError, match="workers: expected a positive integer, got 0"):
+        plan(8, batch_size=8, workers=0)
 
 
 def test_take_copies_the_rows_of_tensors_arrays_and_dicts():
