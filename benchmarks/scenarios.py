@@ -58,7 +58,12 @@ VARIANTS = {
     "tabular-fairness-compas": {"default": {}},
     # seed-N: the whole pipeline (split, poison, victim, detector) under another top-level seed; at
     # 342 triggered test reviews the ASR bound (0.5 points) is 1.7 reviews (README, text-backdoor).
-    "text-backdoor": {"default": {}, "seed-1": {"seed": 1}, "seed-2": {"seed": 2}},
+    # strong-victim: all six MiniLM layers, 128 tokens, a class-balanced loss (the test set is 66% target
+    # class, so an unweighted victim's floor is the minority class's error). Picked on the debugging split's
+    # clean reviews over lr 5e-5 x 4 epochs (CA 82.0% vs 80.0%, floor 29.3% vs 30.3%; docs/scenarios.md).
+    "text-backdoor": {"default": {}, "seed-1": {"seed": 1}, "seed-2": {"seed": 2},
+                      "strong-victim": {"generate": {"max_length": 128},
+                                        "train_victim": {"architecture": {"layers": 6}, "class_weight": "balanced"}}},
     "text-fairness": {"default": {}},
 }
 
@@ -309,7 +314,7 @@ def publish(rows: list[dict], command: str, out: Path | str = OUT) -> str:
     return text
 
 
-def run_serial(cells: Iterable[Cell], profile: str, workdir: Path | str, threads: int = CELL_THREADS,
+def run_serial(cells: Iterable[Cell], profile: str, workdir: Path | str, threads: int | None = None,
                reuse: bool = False, command: str = "", out: Path | str = OUT) -> list[dict]:
     """Each cell in turn in this process; a scenario's results are published once its cells are done
     (a failure later keeps them). The cells' results."""
@@ -345,7 +350,8 @@ def grid_arguments(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--workdir", default=str(REPO / ".work" / "bench"), help="cell workspaces: WORKDIR/<profile>/")
     ap.add_argument("--out", default=str(OUT), help="where results/<scenario>.json and RESULTS.md go "
                                                    "(default: benchmarks/)")
-    ap.add_argument("--threads", type=int, default=CELL_THREADS, help="torch threads of each cell (default: %(default)s)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help=f"torch threads of each cell (default: params.yaml's `threads`; on Dask: {CELL_THREADS})")
     ap.add_argument("--reuse", action="store_true",
                     help="keep existing workspaces: DVC reruns only stale stages (time recorded as incremental)")
     ap.add_argument("--workers", type=int, default=None, help="run the cells on a local Dask cluster of N workers")
@@ -357,7 +363,7 @@ def grid_cells(args: argparse.Namespace) -> list[Cell]:
     """The cells the options name; ValueError/AtPatchError, one line, for a bad value (before any work)."""
     from atpatch.ops.workspace import profile_workdir
 
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise ValueError(f"threads: expected at least 1, got {args.threads}")
     profile_workdir(args.profile, REPO, create=False)  # the profile exists
     return expand_grid(VARIANTS, args.scenarios, args.variants, args.seeds)

@@ -67,7 +67,7 @@ def failure_summary(failed: list[tuple[Cell, BaseException]], total: int) -> str
 
 
 @flow(name=SWEEP_FLOW)
-def sweep(cells: list[Cell], profile: str, workdir: str, threads: int = CELL_THREADS, reuse: bool = False,
+def sweep(cells: list[Cell], profile: str, workdir: str, threads: int | None = CELL_THREADS, reuse: bool = False,
           command: str = "flows/sweep.py", out: str = str(OUT)) -> list[dict]:
     """Every cell as a concurrent task; the results published once all have ended, and returned.
     RuntimeError naming the failed cells, raised after the others' results are written."""
@@ -108,12 +108,14 @@ def api_for_local_workers():
         yield
 
 
-def run_sweep(cells: list[Cell], profile: str, workdir: str, threads: int = CELL_THREADS, reuse: bool = False,
+def run_sweep(cells: list[Cell], profile: str, workdir: str, threads: int | None = None, reuse: bool = False,
               command: str = "flows/sweep.py", out: str = str(OUT), address: str | None = None,
               workers: int | None = None) -> list[dict]:
-    """`sweep` on Dask: the scheduler at `address`, else a local cluster of `workers`; heartbeats off.
+    """`sweep` on Dask: the scheduler at `address`, else a local cluster of `workers`; heartbeats off;
+    `threads` per cell (None: CELL_THREADS).
     A remote cluster's workers report to PREFECT_API_URL, which must then name a server they reach."""
     runner = task_runner(address, workers)  # a bad choice is an error before Prefect starts
+    threads = CELL_THREADS if threads is None else threads  # one-thread workers: one thread per cell
     local = contextlib.nullcontext() if address else api_for_local_workers()
     with no_heartbeats(), local:
         return sweep.with_options(task_runner=runner)(cells, profile, str(workdir), threads, reuse, command,

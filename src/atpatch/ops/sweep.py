@@ -7,9 +7,10 @@ and returns the evaluate and gate reports. The serial benchmark (benchmarks/scen
 a loop, the sweep flow (flows/sweep.py) as one Prefect task per cell on Dask workers; it lives in the
 library so that a worker imports it by name, like any other library function.
 
-Every cell runs its stages with an explicit torch thread count (OMP_NUM_THREADS, MKL_NUM_THREADS):
-the same seed gives the same numbers only with the same number of threads, so a cell's result must
-not depend on the environment of the worker that happens to run it.
+Every cell's stages run with an explicit torch thread count: params.yaml's `threads`, which each model
+stage pins, or the cell's own `threads` written into its workspace's params (and OMP_NUM_THREADS,
+MKL_NUM_THREADS for what runs before the pin). The same seed gives the same numbers only with the same
+number of threads, so a cell's result must not depend on the worker that happens to run it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atpatch.conventions import DEFAULT_PROFILE, report_path
+from atpatch.conventions import DEFAULT_PROFILE, PARAMS_FILE, report_path
+from atpatch.io import deep_merge, load_params
+from atpatch.ops.cluster import without_dask_malloc_trim
 from atpatch.ops.workspace import make_workspace, pipeline_env
 
-CELL_THREADS = 1  # torch threads per cell: one per core, as a Dask worker runs one task at a time
+CELL_THREADS = 1  # torch threads per cell on a cluster: one per core, as a Dask worker runs one task at a time
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 TAIL_LINES = 20   # lines of a failed cell's output its error carries
 
@@ -128,7 +131,18 @@ def cells_root(workdir: Path | str, profile: str) -> Path:
 def cell_env(ws: Path, threads: int) -> dict[str, str]:
     """The environment of a cell's stages: the workspace's own stores and caches (a cell never reads
     another cell's registry: its gate compares with its own champion only) and `threads` torch threads."""
-    return {**pipeline_env(ws), **{var: str(threads) for var in THREAD_VARS}}
+    return without_dask_malloc_trim({**pipeline_env(ws), **{var: str(threads) for var in THREAD_VARS}})
+
+
+def with_threads(cell: Cell, threads: int | None) -> dict:
+    """The cell's params overrides, with `threads` (when given) as params.yaml's top-level `threads`: the
+    model stages pin that count, whatever the environment says."""
+    return cell.overrides if threads is None else deep_merge(cell.overrides, {"threads": threads})
+
+
+def workspace_threads(ws: Path) -> int:
+    """The torch threads a workspace's model stages pin (params.yaml `threads`)."""
+    return int(load_params(path=ws / PARAMS_FILE)["threads"])
 
 
 def ran_on() -> dict:
@@ -169,11 +183,12 @@ def _where_it_failed(lines: list[str]) -> str:
     return f"at stage {started[-1]}" if started else "before any stage ran"
 
 
-def run_cell(cell: Cell, profile: str, root: Path | str, threads: int = CELL_THREADS, reuse: bool = False) -> dict:
+def run_cell(cell: Cell, profile: str, root: Path | str, threads: int | None = None, reuse: bool = False) -> dict:
     """Make the cell's workspace afresh under `root`, run `dvc repro register@<scenario>` there (timed,
     its output in <root>/<cell name>.log) and return the cell's result: its identity, the evaluate and
     gate reports, the time and where it ran.
 
+    threads: torch threads of the cell's stages (None: params.yaml's `threads`).
     reuse: keep an existing workspace's data and lock file, so DVC reruns only the stages whose params
     or code changed (the time is then recorded as incremental, not from scratch).
     RuntimeError naming the cell, the failed stage and the output's last lines when the repro fails.
@@ -182,7 +197,8 @@ def run_cell(cell: Cell, profile: str, root: Path | str, threads: int = CELL_THR
     incremental = reuse and (dest / "dvc.lock").is_file()
     if dest.exists() and not incremental:
         shutil.rmtree(dest)
-    ws = make_workspace(dest, None if profile == DEFAULT_PROFILE else profile, cell.overrides)
+    ws = make_workspace(dest, None if profile == DEFAULT_PROFILE else profile, with_threads(cell, threads))
+    threads = workspace_threads(ws)
     target = f"register@{cell.scenario}"
     log = dest.parent / f"{cell.name}.log"
     start = time.perf_counter()
