@@ -23,18 +23,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _prefect_server import api_post, free_port, prefect_server, stop
+from _prefect_server import api_post, prefect_server, stop
 from _recipes import CHEAP_TABULAR
 from _workspace_env import env_for
+from dask_cluster import dask_cluster
 
 from atpatch.conventions import SWEEP_FLOW
 from atpatch.io import deep_merge
-from atpatch.ops.sweep import seeded_part
+from atpatch.ops.sweep import CELL_THREADS, seeded_part
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-DASK = REPO / ".venv" / "bin" / "dask"
 SCENARIO = "tabular-fairness"
 GRID = ["--scenarios", SCENARIO, "--variants", "sex", "--profile"]  # + the profile file
 TIMING = re.compile(r"latency|seconds")  # MLflow metrics that are measured times, not seeded numbers
@@ -78,41 +78,18 @@ def serial(setting):
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{setting['tmp'] / 'serial.db'}"
     t0 = time.perf_counter()
     run(env, "benchmarks/scenarios.py", *GRID, setting["profile"], "--seeds", "0", "1", "--workdir", str(out),
-        "--out", str(out))
+        "--out", str(out), "--threads", str(CELL_THREADS))  # the sweep's count: the same seed, the same numbers
     print(f"\nserial run of 2 cells: {time.perf_counter() - t0:.0f} s")
     return {"rows": results(out), "mlflow": mlflow_metrics(env)}
 
 
 @pytest.fixture(scope="module")
 def cluster(setting):
-    """`dask scheduler` and two `dask worker --nthreads 1` on loopback; their process groups killed at the end."""
-    from distributed import Client
-
-    # Without PREFECT_API_URL, as docs/cluster.md starts them: the flow's settings travel with each task.
+    """`dask scheduler` and two `dask worker --nthreads 1` on loopback, as docs/cluster.md starts them:
+    without PREFECT_API_URL (the flow's settings travel with each task)."""
     env = {k: v for k, v in setting["env"].items() if k != "PREFECT_API_URL"}
-    port, logs = free_port(), setting["tmp"] / "dask"
-    logs.mkdir()
-    address = f"tcp://127.0.0.1:{port}"
-    commands = {"scheduler": [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port)],
-                **{f"worker{k}": [str(DASK), "worker", address, "--nthreads", "1"] for k in (1, 2)}}
-    procs = {}
-    try:
-        for name, cmd in commands.items():
-            with open(logs / f"{name}.log", "w") as log:
-                procs[name] = subprocess.Popen(cmd, env=env, cwd=setting["tmp"], stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True)
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
-            pids = client.run(os.getpid)  # {worker address: its process id}
-        import psutil
-
-        # A worker's address -> the `dask worker` process (its nanny) that started it.
-        started = {p.pid: p for p in procs.values()}
-        workers = {addr: started[psutil.Process(pid).ppid()] for addr, pid in pids.items()}
-        yield {"address": address, "workers": workers, "logs": logs}
-    finally:
-        for proc in procs.values():
-            stop(proc)
+    with dask_cluster(env, setting["tmp"], setting["tmp"] / "dask") as cluster:
+        yield cluster
 
 
 def sweep_command(setting, out: Path, seeds: str, address: str) -> list[str]:
@@ -160,7 +137,7 @@ def test_a_sweep_on_two_workers_equals_the_serial_run_also_when_a_worker_is_kill
     assert sorted(rows) == [0, 1]
     for seed, row in rows.items():
         assert seeded_part(row) == seeded_part(serial["rows"][seed]), seed
-        assert row["threads"] == 1 and row["command"].startswith("flows/sweep.py ")
+        assert row["threads"] == CELL_THREADS and row["command"].startswith("flows/sweep.py ")
     survivor = set(cluster["workers"]) - {victim}
     assert {r["ran_on"]["worker"] for r in rows.values()} == survivor  # the killed worker's cell moved there
     assert mlflow_metrics(env) == serial["mlflow"]

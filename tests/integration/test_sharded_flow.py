@@ -1,7 +1,8 @@
-"""flows/sharded.py on a local Dask cluster of 2 one-thread workers, on a tiny vision workspace (real data,
-the tiny patch as victim and detector): stages extract and evaluate sharded give the serial stages' outputs
-bit for bit (but evaluate's timings), each worker loads each model once, a worker killed mid-shard changes
-nothing, and dvc.lock records the outputs."""
+"""flows/sharded.py as a user runs it (`python flows/sharded.py --address ...`) on a real Dask cluster on
+loopback (`dask scheduler`, two `dask worker --nthreads 1`), on a tiny vision workspace (real data, the tiny
+patch as victim and detector): stages extract and evaluate sharded give the serial stages' outputs bit for
+bit (but evaluate's timings), each worker loads each model once, a worker killed mid-shard changes nothing,
+and dvc.lock records the outputs."""
 
 from __future__ import annotations
 
@@ -13,24 +14,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cloudpickle
 import pytest
 from _tiny_workspace import REPO, SCENARIO, install_patch, run_stage, tiny_workspace
+from dask_cluster import dask_cluster
 from distributed.diagnostics.plugin import WorkerPlugin
 from tiny_patch import tiny_patch
+
+from atpatch.conventions import environment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STAGES = [f"extract@{SCENARIO}", f"evaluate@{SCENARIO}"]
 OUTPUTS = [f"data/{SCENARIO}/features.safetensors", f"metrics/{SCENARIO}/evaluate.json",
            f"metrics/headline/{SCENARIO}.json", f"plots/{SCENARIO}"]
 SHARD = 64  # 2 batches of 32: 300 clean test images make shards of 64, 64, 64, 64 and 44
-
-
-@pytest.fixture(scope="module")
-def sharded():
-    sys.path.insert(0, str(REPO / "flows"))
-    import sharded as module
-
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -49,24 +46,33 @@ def workspace(tmp_path_factory) -> Path:
     return ws
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_api():
-    """The temporary Prefect server the flows start (flows/sharded.py one_prefect_api), stopped with the module
-    rather than at exit, when pytest has closed the stream its last log line goes to."""
-    yield
-    from prefect.server.api.server import SubprocessASGIServer
-
-    SubprocessASGIServer().stop()
-
-
 @pytest.fixture(scope="module")
-def cluster():
-    """2 worker processes of one thread each, kept for the module (the flows reach it by its address)."""
-    from distributed import LocalCluster
-
-    os.environ.setdefault("TQDM_DISABLE", "1")  # before the workers start: they inherit the environment
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+def cluster(workspace):
+    """A scheduler and 2 one-thread workers, kept for the module. The workers know nothing of the tests or
+    of flows/: what a shard runs reaches them as the flow sends it."""
+    env = {**environment(workspace), "TQDM_DISABLE": "1"}
+    with dask_cluster(env, workspace.parent, workspace.parent / "dask") as c:
         yield c
+
+
+def run_flow(ws: Path, address: str, *stages: str) -> list[str]:
+    """`python flows/sharded.py` in the workspace; its per-worker lines ("worker ADDR: N shards, S s, loads {...}")."""
+    env = {**environment(ws), "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "flows" / "sharded.py"), "--stages", *stages, "--address", address,
+                           "--shard-size", str(SHARD)], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [line for line in proc.stdout.splitlines() if line.startswith("worker ")]
+
+
+def worker_loads(lines: list[str]) -> dict[str, tuple[int, dict]]:
+    """{worker: (shards, {model: loads})} from the flow's per-worker lines."""
+    import ast
+
+    out = {}
+    for line in lines:
+        name, rest = line[len("worker "):].split(": ", 1)
+        out[name] = (int(rest.split(" shards")[0]), ast.literal_eval(rest.split("loads ", 1)[1]))
+    return out
 
 
 def without_timings(report: dict) -> dict:
@@ -96,24 +102,19 @@ def dvc_status(ws: Path) -> dict:
     return json.loads(proc.stdout or "{}")
 
 
-def assert_each_worker_loaded_each_model_once(summary: dict, min_workers: int = 2) -> None:
-    workers = summary["workers"]
-    assert len(workers) >= min_workers and all(w["shards"] for w in workers.values()), workers
-    for w in workers.values():
-        assert w["loads"] and set(w["loads"].values()) == {1}, workers
-    assert sum(w["shards"] for w in workers.values()) == sum(p["shards"] for p in summary["passes"]) > len(workers)
+def assert_each_worker_loaded_each_model_once(lines: list[str], min_workers: int = 2) -> None:
+    workers = worker_loads(lines)
+    assert len(workers) >= min_workers and all(shards for shards, _ in workers.values()), lines
+    for _, loads in workers.values():
+        assert loads and set(loads.values()) == {1}, lines
 
 
-def test_sharded_stages_give_the_serial_outputs_and_load_each_model_once_per_worker(sharded, workspace, cluster):
+def test_sharded_stages_give_the_serial_outputs_and_load_each_model_once_per_worker(workspace, cluster):
     assert dvc_status(workspace)  # nothing recorded for the two stages yet
-    summary = sharded.run_sharded(str(workspace), ["extract", "evaluate"], SCENARIO,
-                                  address=cluster.scheduler_address, shard_size=SHARD)
-    assert [(s["stage"], s["committed"]) for s in summary["stages"]] == [("extract", True), ("evaluate", True)]
-    assert summary["threads"] == 1
-    test_passes = [p for p in summary["passes"] if p["rows"] == 300]  # the clean test set: 5 shards each
-    assert test_passes and all(p["shards"] == 5 for p in test_passes)
+    lines = run_flow(workspace, cluster["address"], "extract", "evaluate")
     assert_outputs_equal_the_serial_run(workspace)
-    assert_each_worker_loaded_each_model_once(summary)
+    assert_each_worker_loaded_each_model_once(lines)
+    assert sum(shards for shards, _ in worker_loads(lines).values()) > 2 * 5  # extract's and evaluate's passes
     assert dvc_status(workspace) == {}  # dvc.lock now holds the outputs: `dvc repro` would skip both stages
 
 
@@ -132,21 +133,24 @@ class KillOnce(WorkerPlugin):
             os._exit(1)
 
 
-def test_a_worker_killed_mid_shard_changes_nothing(sharded, workspace, cluster, tmp_path):
+# The workers cannot import this module: the plugin travels by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def test_a_worker_killed_mid_shard_changes_nothing(workspace, cluster, tmp_path):
     from distributed import Client
 
     marker = tmp_path / "killed"
     for rel in OUTPUTS[1:]:  # evaluate's outputs, so that the rerun must write them again
         path = workspace / rel
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    with Client(cluster.scheduler_address) as client:
+    with Client(cluster["address"]) as client:
         client.register_plugin(KillOnce(str(marker)), name="kill-once")
         try:
-            summary = sharded.run_sharded(str(workspace), ["evaluate"], SCENARIO, address=cluster.scheduler_address,
-                                          shard_size=SHARD)
+            lines = run_flow(workspace, cluster["address"], "evaluate")
         finally:
             client.unregister_worker_plugin("kill-once")
     assert marker.exists()  # a worker died while executing a shard; Dask ran that shard again elsewhere
     assert_outputs_equal_the_serial_run(workspace)
-    # The survivor, and the replacement if it started in time: each loaded each model once.
-    assert_each_worker_loaded_each_model_once(summary, min_workers=1)
+    # The survivor, and the replacement the nanny started if it came in time: each loaded each model once.
+    assert_each_worker_loaded_each_model_once(lines, min_workers=1)
