@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import statistics
 import sys
@@ -214,7 +215,9 @@ def main(argv: list[str] | None = None) -> dict:
     command = " ".join(["benchmarks/scale.py", *(sys.argv[1:] if argv is None else argv)])
     result = summarize(command, serial, runs, size, a.threads, workdir)
     out = Path(a.results_dir) / "scale.json"
-    write_json_atomic(out, result)
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    kept = {scale_model.SWEEP_SECTION: old[scale_model.SWEEP_SECTION]} if scale_model.SWEEP_SECTION in old else {}
+    write_json_atomic(out, {**result, **kept})  # benchmarks/sweep_timing.py's section stays
     if not a.no_mlflow:
         log_to_mlflow(result, out)
     text = scale_model.markdown(result)

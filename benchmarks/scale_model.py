@@ -20,6 +20,7 @@ import heapq
 from atpatch.eval.shards import plan
 
 PROJECTED_WORKERS = (1, 8, 64)
+SWEEP_SECTION = "sweep"  # benchmarks/sweep_timing.py's key in scale.json; the rest is benchmarks/scale.py's
 
 
 def shard_rows(rows: int, batch: int, shard_size: int, workers: int = 1) -> list[int]:
@@ -109,3 +110,21 @@ def markdown(result: dict) -> str:
               f"{p['inputs_per_s']:.0f} | {p['speedup']:.2f} | {100 * p['efficiency']:.0f}% |"
               for p in result["model"]["projection"]]
     return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(section: dict) -> str:
+    """The sweep-timing section of RESULTS.md (scale.json's SWEEP_SECTION, benchmarks/sweep_timing.py)."""
+    lines = [
+        f"## Scale-out: a {len(section['cells'])}-cell sweep on {section['workers']} Dask workers\n",
+        f"Made by `.venv/bin/python {section['command']}` ({section['profile']} profile, each cell the pipeline "
+        f"from scratch in its own workspace). Serially, one cell after another with {section['serial_threads']} "
+        f"torch threads each (the machine's cores, as a user runs them); on the local cluster, {section['threads']} "
+        "thread per cell, one cell per worker.\n",
+        "| cell | serial seconds | on the cluster, seconds |", "|---|---|---|"]
+    lines += [f"| {c['scenario']} {c['cell']} | {c['serial_seconds']:.0f} | {c['parallel_seconds']:.0f} |"
+              for c in section["cells"]]
+    verdict = "met" if section["met"] else "**missed**"
+    lines += ["", f"Wall time: serial {section['serial_seconds']:.0f} s, {section['workers']} workers "
+                  f"{section['parallel_seconds']:.0f} s, ratio {section['ratio']:.2f}; target at most "
+                  f"{section['target_ratio']}: {verdict}.\n"]
+    return "\n".join(lines)

@@ -292,9 +292,13 @@ def results_markdown(out: Path = OUT) -> str:
         parts.append(baselines_summary(scenario, out / "results"))
     scale = out / "results" / "scale.json"  # benchmarks/scale.py: the sharded evaluate on Dask
     if scale.is_file():
-        from benchmarks.scale_model import markdown as scale_markdown
+        from benchmarks.scale_model import SWEEP_SECTION, markdown as scale_markdown, sweep_markdown
 
-        parts.append(scale_markdown(json.loads(scale.read_text())))
+        data = json.loads(scale.read_text())
+        if "runs" in data:  # benchmarks/scale.py has run
+            parts.append(scale_markdown(data))
+        if SWEEP_SECTION in data:
+            parts.append(sweep_markdown(data[SWEEP_SECTION]))
     return "\n".join(parts)
 
 

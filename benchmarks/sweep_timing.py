@@ -27,10 +27,11 @@ sys.path[:0] = [str(REPO), str(REPO / "flows")]
 
 from atpatch.io import write_json_atomic  # noqa: E402
 from atpatch.ops.sweep import CELL_THREADS, seeded_part  # noqa: E402
+from benchmarks.scale_model import SWEEP_SECTION  # noqa: E402
 from benchmarks.scenarios import RESULTS, VARIANTS, grid_cells, label, run_serial  # noqa: E402
 
 TARGET_RATIO = 0.6  # parallel wall time / serial wall time, on 2 workers
-SECTION = "sweep"   # this benchmark's key in scale.json (the sharded evaluate writes its own)
+SECTION = SWEEP_SECTION  # this benchmark's key in scale.json (the sharded evaluate writes the others)
 
 
 def timed(fn, *args) -> tuple[list[dict], float]:

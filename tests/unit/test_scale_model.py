@@ -64,3 +64,14 @@ def test_the_results_section_says_the_projection_is_a_model():
     text = sm.markdown(json.loads(json.dumps(result)))
     assert "a model, not a measurement" in text and "1.88x, met" in text and "| 2 workers | 1.6 |" in text
     assert text.count("| 64 |") == 2  # the measured shard size and one batch a shard
+
+
+def test_the_sweep_section_gives_both_wall_times_and_the_verdict():
+    section = {"command": "benchmarks/sweep_timing.py", "profile": "small", "workers": 2, "threads": 1,
+               "serial_threads": [2], "serial_seconds": 270.0, "parallel_seconds": 160.0, "ratio": 160 / 270,
+               "target_ratio": 0.6, "met": True,
+               "cells": [{"scenario": "tabular-fairness", "cell": "sex-seed0", "serial_seconds": 69.2,
+                          "parallel_seconds": 75.9}]}
+    text = sm.sweep_markdown(section)
+    assert "| tabular-fairness sex-seed0 | 69 | 76 |" in text and "ratio 0.59; target at most 0.6: met" in text
+    assert "**missed**" in sm.sweep_markdown({**section, "ratio": 0.7, "met": False})
