@@ -1,6 +1,6 @@
 """Sweep timing: one grid run serially, then as the sweep flow on a local Dask cluster; wall times and ratio.
 
-The default grid is 2 x 2, the cheapest scenarios (tabular-fairness and text-fairness, their default
+The default grid is 2 x 2, the cheapest scenarios (tabular-fairness and tabular-fairness-compas, their default
 variant) under seeds 0 and 1 on the small profile. Both runs are the benchmark as it is used
 (benchmarks/scenarios.py's serial path, then flows/sweep.py with --workers), each in its own folder
 under --workdir (their results go there, not to benchmarks/results/<scenario>.json). The times, their
@@ -102,7 +102,7 @@ def log_to_mlflow(section: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", nargs="+", default=["tabular-fairness", "text-fairness"])
+    ap.add_argument("--scenarios", nargs="+", default=["tabular-fairness", "tabular-fairness-compas"])
     ap.add_argument("--variants", nargs="+", default=None, help="default: each scenario's first (its default)")
     ap.add_argument("--seeds", nargs="+", default=["0", "1"])
     ap.add_argument("--profile", default="small")

@@ -8,7 +8,7 @@ worker. The flow collects the cells' results and writes them once, at the end, a
 (benchmarks/results/<scenario>.json merged by cell, atomically; RESULTS.md; an MLflow run per scenario);
 a cell that still fails is named in the flow's error, after the others' results are written.
 
-    python flows/sweep.py --scenarios tabular-fairness text-fairness --seeds 0 1 --profile small --workers 2
+    python flows/sweep.py --scenarios tabular-fairness tabular-fairness-compas --seeds 0 1 --profile small --workers 2
     python flows/sweep.py --address tcp://HOST:8786 --scenarios text-backdoor --seeds 0 1 2
 """
 
