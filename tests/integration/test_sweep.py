@@ -75,8 +75,9 @@ def test_bad_arguments_are_named_before_anything_runs(args, message, monkeypatch
 def test_the_command_forwards_the_grid_and_its_errors_are_one_line(tmp_path):
     from atpatch.cli import app
 
-    result = CliRunner().invoke(app, ["sweep", "--scenarios", "tabular-fairness,text-fairness", "--seeds", "0",
-                                      "--seeds", "1", "--profile", "small", "--workers", "2", "--dry-run"])
+    # --root: an earlier CLI call in this process may have set ATPATCH_ROOT to a project of its own.
+    result = CliRunner().invoke(app, ["sweep", "--root", str(REPO), "--scenarios", "tabular-fairness,text-fairness",
+                                      "--seeds", "0", "--seeds", "1", "--profile", "small", "--workers", "2", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert (f"flows/sweep.py --scenarios tabular-fairness text-fairness --seeds 0 1 --profile small --workers 2"
             in " ".join(result.output.split()))
