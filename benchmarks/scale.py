@@ -43,7 +43,8 @@ from atpatch.ops.sharding import ShardRunner  # noqa: E402
 from atpatch.scenarios import is_fairness, scenario_params  # noqa: E402
 from benchmarks import scale_model  # noqa: E402
 from pipeline import no_heartbeats  # noqa: E402
-from sharded import one_prefect_api, shard_task  # noqa: E402
+from pipeline import one_prefect_api  # noqa: E402
+from sharded import shard_task  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 TARGET_SPEEDUP = 1.7  # 2 workers against 1 (issue 17)

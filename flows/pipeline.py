@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ is not a package
 
@@ -155,6 +156,24 @@ def no_heartbeats():
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
+@contextlib.contextmanager
+def one_prefect_api() -> Iterator[None]:
+    """Without PREFECT_API_URL, every Dask worker process would start a temporary Prefect server of its own
+    (5-10 s and one more process each, measured on 2 cores): start the temporary server here, once, and hand
+    its address to the flow's tasks (Prefect passes its settings to them). Stopped at exit, as Prefect's own."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
 
 
 def run_pipeline(workdir: str | None = None, stages: list[str] | None = None, force: bool = False,

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # flows/ is not a package
 
@@ -38,7 +38,7 @@ from atpatch.io import load_params  # noqa: E402
 from atpatch.ops.cluster import cluster_size, task_runner  # noqa: E402
 from atpatch.ops.sharding import ShardCall, ShardRunner, run_shard  # noqa: E402
 from atpatch.scenarios import scenario_params  # noqa: E402
-from pipeline import no_heartbeats, one_line_errors, resolve_workdir, scenario_of  # noqa: E402
+from pipeline import no_heartbeats, one_line_errors, one_prefect_api, resolve_workdir, scenario_of  # noqa: E402
 
 # Dask ships each task with its run context, this flow in it, to the scheduler and the workers, which
 # cannot import flows/ by name (it is on no path of theirs): this module and flows/pipeline.py travel by
@@ -118,29 +118,11 @@ def sharded_stages(workdir: str, stages: list[str], scenario: str | None = None,
             "passes": [vars(p) for p in runner.passes]}
 
 
-@contextlib.contextmanager
-def one_prefect_api() -> Iterator[None]:
-    """Without PREFECT_API_URL, every Dask worker process would start a temporary Prefect server of its own
-    (5 s and one more process each, measured on 2 cores): start the temporary server here, once, and hand
-    its address to the flow's tasks (Prefect passes its settings to them). Stopped at exit, as Prefect's own."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start()
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        yield
-
-
 def warn_oversubscribed(address: str | None, workers: int | None, threads: int) -> str | None:
     """A warning when a local cluster would run more torch threads than the machine has cores."""
-    from atpatch.ops.cluster import DEFAULT_LOCAL_WORKERS
+    from atpatch.ops.cluster import local_workers
 
-    n = workers or DEFAULT_LOCAL_WORKERS
+    n = local_workers(workers)
     cores = os.cpu_count() or 1
     if address or n * threads <= cores:
         return None

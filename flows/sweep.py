@@ -31,7 +31,7 @@ from atpatch.conventions import SWEEP_FLOW  # noqa: E402
 from atpatch.ops.cluster import task_runner  # noqa: E402
 from atpatch.ops.sweep import CELL_THREADS, Cell, cells_root, run_cell  # noqa: E402
 from benchmarks.scenarios import OUT, grid_arguments, grid_cells, summary  # noqa: E402
-from pipeline import no_heartbeats, one_line_errors  # noqa: E402
+from pipeline import no_heartbeats, one_line_errors, one_prefect_api  # noqa: E402
 
 # Dask ships a task's function (and, in the task's run context, this flow) to the scheduler and its
 # workers by pickling; they cannot import this file by name (flows/ is on no path of theirs), so its
@@ -91,23 +91,6 @@ def sweep(cells: list[Cell], profile: str, workdir: str, threads: int | None = C
     return rows
 
 
-@contextlib.contextmanager
-def api_for_local_workers():
-    """Without PREFECT_API_URL, Prefect runs a temporary server inside this process, and each Dask
-    worker, another process, would start one of its own (seconds each, its task runs kept apart).
-    A local cluster's workers can reach this one: its address travels with each task's settings."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    if PREFECT_API_URL.value():
-        yield
-        return
-    with get_client(sync_client=True) as client:
-        url = str(client.api_url)
-    with temporary_settings(updates={PREFECT_API_URL: url}):
-        yield
-
-
 def run_sweep(cells: list[Cell], profile: str, workdir: str, threads: int | None = None, reuse: bool = False,
               command: str = "flows/sweep.py", out: str = str(OUT), address: str | None = None,
               workers: int | None = None) -> list[dict]:
@@ -116,7 +99,7 @@ def run_sweep(cells: list[Cell], profile: str, workdir: str, threads: int | None
     A remote cluster's workers report to PREFECT_API_URL, which must then name a server they reach."""
     runner = task_runner(address, workers)  # a bad choice is an error before Prefect starts
     threads = CELL_THREADS if threads is None else threads  # one-thread workers: one thread per cell
-    local = contextlib.nullcontext() if address else api_for_local_workers()
+    local = contextlib.nullcontext() if address else one_prefect_api()
     with no_heartbeats(), local:
         return sweep.with_options(task_runner=runner)(cells, profile, str(workdir), threads, reuse, command,
                                                       str(out))

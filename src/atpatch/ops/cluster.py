@@ -26,17 +26,22 @@ def task_runner(address: str | None = None, workers: int | None = None):
                          f"(address {address!r}, workers {workers})")
     if address:
         return DaskTaskRunner(address=address)
-    workers = DEFAULT_LOCAL_WORKERS if workers is None else workers
+    workers = local_workers(workers)
     if workers < 1:
         raise ValueError(f"workers: expected at least 1, got {workers}")
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": THREADS_PER_WORKER,
                                           "processes": True, "dashboard_address": None})
 
 
+def local_workers(workers: int | None) -> int:
+    """A local cluster's size: `workers`, or DEFAULT_LOCAL_WORKERS."""
+    return DEFAULT_LOCAL_WORKERS if workers is None else workers
+
+
 def cluster_size(address: str | None = None, workers: int | None = None) -> int:
     """How many workers the tasks will share: the scheduler's at `address` now, or the local cluster's."""
     if not address:
-        return DEFAULT_LOCAL_WORKERS if workers is None else workers
+        return local_workers(workers)
     from distributed import Client
 
     with Client(address, timeout=60) as client:

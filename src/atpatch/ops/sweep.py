@@ -31,6 +31,7 @@ from atpatch.conventions import DEFAULT_PROFILE, PARAMS_FILE, report_path
 from atpatch.io import deep_merge, load_params
 from atpatch.ops.cluster import without_dask_malloc_trim
 from atpatch.ops.workspace import make_workspace, pipeline_env
+from atpatch.scenarios import torch_threads
 
 CELL_THREADS = 1  # torch threads per cell on a cluster: one per core, as a Dask worker runs one task at a time
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -140,9 +141,9 @@ def with_threads(cell: Cell, threads: int | None) -> dict:
     return cell.overrides if threads is None else deep_merge(cell.overrides, {"threads": threads})
 
 
-def workspace_threads(ws: Path) -> int:
+def workspace_threads(ws: Path) -> int | None:
     """The torch threads a workspace's model stages pin (params.yaml `threads`)."""
-    return int(load_params(path=ws / PARAMS_FILE)["threads"])
+    return torch_threads(load_params(path=ws / PARAMS_FILE), ws / PARAMS_FILE)
 
 
 def ran_on() -> dict:
