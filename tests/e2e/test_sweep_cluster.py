@@ -32,7 +32,7 @@ from atpatch.conventions import SWEEP_FLOW
 from atpatch.io import deep_merge
 from atpatch.ops.sweep import CELL_THREADS, seeded_part
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO = "tabular-fairness"

@@ -23,7 +23,7 @@ from tiny_patch import tiny_patch
 
 from atpatch.conventions import environment
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.cluster]
 STAGES = [f"extract@{SCENARIO}", f"evaluate@{SCENARIO}"]
 OUTPUTS = [f"data/{SCENARIO}/features.safetensors", f"metrics/{SCENARIO}/evaluate.json",
            f"metrics/headline/{SCENARIO}.json", f"plots/{SCENARIO}"]
