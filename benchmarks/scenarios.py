@@ -58,12 +58,7 @@ VARIANTS = {
     "tabular-fairness-compas": {"default": {}},
     # seed-N: the whole pipeline (split, poison, victim, detector) under another top-level seed; at
     # 342 triggered test reviews the ASR bound (0.5 points) is 1.7 reviews (README, text-backdoor).
-    # strong-victim: all six MiniLM layers, 128 tokens, a class-balanced loss (the test set is 66% target
-    # class, so an unweighted victim's floor is the minority class's error). Picked on the debugging split's
-    # clean reviews over lr 5e-5 x 4 epochs (CA 82.0% vs 80.0%, floor 29.3% vs 30.3%; docs/scenarios.md).
-    "text-backdoor": {"default": {}, "seed-1": {"seed": 1}, "seed-2": {"seed": 2},
-                      "strong-victim": {"generate": {"max_length": 128},
-                                        "train_victim": {"architecture": {"layers": 6}, "class_weight": "balanced"}}},
+    "text-backdoor": {"default": {}, "seed-1": {"seed": 1}, "seed-2": {"seed": 2}},
     "text-fairness": {"default": {}},
 }
 

@@ -487,6 +487,8 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
                                             "flagged (comma-separated; e.g. a protected attribute's words)."),
           flag_as_group: bool = typer.Option(False, "--flag-as-group", help="A flag on one candidate flags "
                                              "every candidate of that input (one protected attribute)."),
+          flag_same_token: bool = typer.Option(False, "--flag-same-token", help="A flagged token flags every "
+                                               "copy of it in that input (a trigger word written twice)."),
           target_label: Optional[int] = typer.Option(None, "--target-label", help="The backdoor's target class, "
                                                      "for the attention-mediation check (default: the triggered "
                                                      "inputs' most frequent prediction).")):
@@ -507,7 +509,8 @@ def patch(model: Path = typer.Option(..., "--model", help="A save_pretrained cla
     if not model.is_dir():
         raise UserError(f"--model {model}: not a directory (expected a save_pretrained checkpoint)")
     candidates = {"positions": _int_list(positions, "--positions"),
-                  "candidate_ids": _int_list(candidate_ids, "--candidate-ids"), "flag_as_group": flag_as_group}
+                  "candidate_ids": _int_list(candidate_ids, "--candidate-ids"), "flag_as_group": flag_as_group,
+                  "flag_same_token": flag_same_token}
     result = build_patch(model, debug_set, out, settings={"calibration_fpr": fpr, "network": {"steps": steps}},
                          patch={"mode": mode}, seed=seed, candidates=candidates, target=target_label)
     table = Table(title=f"patch for {model}", title_justify="left")

@@ -53,7 +53,24 @@ def test_group_flags_spread_a_flag_to_every_candidate_of_that_input_only():
     assert torch.equal(TokenLayout().group_flags(flags, candidate), flags)
 
 
+def test_same_token_flags_reach_every_copy_of_a_flagged_token_in_that_input_only():
+    ids = torch.tensor([[101, 7, 8, 7, 102], [101, 7, 9, 7, 102]])  # the trigger (7) written twice in each
+    candidate = ids != 101
+    candidate &= ids != 102
+    flags = torch.tensor([[False, True, False, False, False], [False] * 5])  # one copy flagged, in row 0 only
+    tied = TokenLayout(flag_same_token=True).group_flags(flags, candidate, ids)
+    assert tied.tolist() == [[False, True, False, True, False], [False] * 5]
+    assert torch.equal(TokenLayout().group_flags(flags, candidate, ids), flags)  # off: the copy stays unflagged
+    assert torch.equal(TokenLayout(flag_same_token=True).group_flags(flags, candidate), flags)  # no ids: no ties
+    not_candidate = candidate.clone()
+    not_candidate[0, 3] = False  # a copy that may not be flagged (e.g. outside `positions`) stays unflagged
+    assert TokenLayout(flag_same_token=True).group_flags(flags, not_candidate, ids)[0].tolist() == flags[0].tolist()
+
+
 def test_layout_round_trips_and_reads_older_detector_files():
     layout = TokenLayout(prefix=1, special_ids=(0,), positions=(3,), candidate_ids=(5, 6), flag_as_group=True)
+    assert TokenLayout.from_dict(layout.to_dict()) == layout
+    tied = TokenLayout(prefix=1, special_ids=(0,), flag_same_token=True)
+    assert TokenLayout.from_dict(tied.to_dict()) == tied
     assert TokenLayout.from_dict(layout.to_dict()) == layout
     assert TokenLayout.from_dict({"prefix": 1, "special_ids": [0]}) == TokenLayout(prefix=1, special_ids=(0,))

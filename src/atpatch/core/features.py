@@ -24,6 +24,9 @@ class TokenLayout:
     candidate_ids: if given, only tokens with these ids may be flagged (a text model's protected words).
     flag_as_group: the candidates of an input carry one attribute (fairness): once any of them is
         flagged, all of them are (`group_flags`), so no token of the attribute is left unpatched.
+    flag_same_token: a flagged token flags every candidate with the same id in that input (`group_flags`):
+        a trigger word written twice splits the attention between its copies, so one copy can score under
+        the threshold while the other is flagged, and the unflagged copy would still carry the backdoor.
     """
 
     prefix: int = 1
@@ -31,6 +34,7 @@ class TokenLayout:
     positions: tuple[int, ...] = ()
     candidate_ids: tuple[int, ...] = ()
     flag_as_group: bool = False
+    flag_same_token: bool = False
 
     def masks(self, inputs: dict, batch: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (valid [B, K], candidate [B, K]) bool masks for model inputs of K tokens."""
@@ -50,21 +54,30 @@ class TokenLayout:
             candidate &= torch.isin(ids, torch.tensor(self.candidate_ids, device=ids.device))
         return valid, candidate
 
-    def group_flags(self, flags: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
-        """flags [B, K] -> with `flag_as_group`, every candidate of an input that has any flag."""
-        return flags.any(-1, keepdim=True) & candidate if self.flag_as_group else flags
+    def group_flags(self, flags: torch.Tensor, candidate: torch.Tensor,
+                    input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """flags [B, K] -> with `flag_as_group`, every candidate of an input that has any flag; with
+        `flag_same_token` (and input_ids [B, K]), also every candidate sharing a flagged token's id."""
+        if self.flag_as_group:
+            return flags.any(-1, keepdim=True) & candidate
+        if self.flag_same_token and input_ids is not None and flags.any():
+            same = input_ids.unsqueeze(-1) == input_ids.unsqueeze(-2)  # [B, K, K]: position k has j's id
+            return flags | ((same & flags.unsqueeze(-2)).any(-1) & candidate)
+        return flags
 
     def to_dict(self) -> dict:
         return {"prefix": self.prefix, "special_ids": list(self.special_ids), "positions": list(self.positions),
-                "candidate_ids": list(self.candidate_ids), "flag_as_group": self.flag_as_group}
+                "candidate_ids": list(self.candidate_ids), "flag_as_group": self.flag_as_group,
+                "flag_same_token": self.flag_same_token}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TokenLayout":
-        # Detectors saved before `positions` / `candidate_ids` / `flag_as_group` existed lack them.
+        # Detectors saved before `positions`, `candidate_ids`, `flag_as_group` or `flag_same_token` existed lack them.
         return cls(prefix=int(d["prefix"]), special_ids=tuple(int(i) for i in d["special_ids"]),
                    positions=tuple(int(i) for i in d.get("positions", ())),
                    candidate_ids=tuple(int(i) for i in d.get("candidate_ids", ())),
-                   flag_as_group=bool(d.get("flag_as_group", False)))
+                   flag_as_group=bool(d.get("flag_as_group", False)),
+                   flag_same_token=bool(d.get("flag_same_token", False)))
 
 
 def column_features(probs: torch.Tensor, valid: torch.Tensor, kinds: tuple[str, ...] = KINDS) -> torch.Tensor:

@@ -83,7 +83,8 @@ class _OnlinePatcher:
         if slot is not None:
             feats = column_features(probs.detach(), self.valid, tuple(det.config.kinds))  # [B, K, F]
             self.running = torch.maximum(self.running, det.layer_logit(feats, slot))
-            self.flags |= self.owner.layout.group_flags(det.flags(self.running) & self.candidate, self.candidate)
+            self.flags |= self.owner.layout.group_flags(det.flags(self.running) & self.candidate, self.candidate,
+                                                        self.inputs.get("input_ids"))
         if layer not in self.owner.patch_layers or not self.flags.any():
             return probs
         self.patched[:, layer] = self.flags.any(-1)
@@ -136,7 +137,8 @@ class PatchedClassifier(nn.Module):
             logits = model_output(self.model(**inputs))
         position_logits = det.logits(recorder.stacked())  # [B, K]
         scores = torch.sigmoid(position_logits).masked_fill(~recorder.candidate, 0.0)
-        flags = self.layout.group_flags(det.flags(position_logits) & recorder.candidate, recorder.candidate)
+        flags = self.layout.group_flags(det.flags(position_logits) & recorder.candidate, recorder.candidate,
+                                        inputs.get("input_ids"))
         hit = flags.any(-1)
         patched = torch.zeros(len(hit), self.num_layers, dtype=torch.bool)
         if hit.any():

@@ -211,12 +211,13 @@ def detector_settings(overrides: dict | None = None) -> dict:
     return out
 
 
-CANDIDATE_KEYS = ("positions", "candidate_ids", "flag_as_group")
+CANDIDATE_KEYS = ("positions", "candidate_ids", "flag_as_group", "flag_same_token")
 
 
 def narrowed_layout(layout: TokenLayout, candidates: dict | None) -> TokenLayout:
     """`layout` with the candidates narrowed: {"positions": [...], "candidate_ids": [...],
-    "flag_as_group": bool} (any subset; see TokenLayout), e.g. a protected attribute's tokens."""
+    "flag_as_group": bool, "flag_same_token": bool} (any subset; see TokenLayout), e.g. a protected
+    attribute's tokens, or a trigger word's every copy."""
     from dataclasses import replace
 
     candidates = candidates or {}
@@ -229,7 +230,8 @@ def narrowed_layout(layout: TokenLayout, candidates: dict | None) -> TokenLayout
                            f"(positions < {layout.prefix} are never flagged)")
     return replace(layout, positions=tuple(int(p) for p in candidates.get("positions", ())),
                    candidate_ids=tuple(int(i) for i in candidates.get("candidate_ids", ())),
-                   flag_as_group=bool(candidates.get("flag_as_group", False)))
+                   flag_as_group=bool(candidates.get("flag_as_group", False)),
+                   flag_same_token=bool(candidates.get("flag_same_token", layout.flag_same_token)))
 
 
 def build_patch(model_dir: str | Path, debug_set: str | Path, out_dir: str | Path, settings: dict | None = None,

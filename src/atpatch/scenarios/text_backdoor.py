@@ -8,6 +8,8 @@ from training; its token labels are the trigger's word pieces. Implements Backdo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import time
 from pathlib import Path
 
@@ -33,8 +35,9 @@ def rng(seed: int, stream: int) -> np.random.Generator:
 
 
 def layout(model=None, params: dict | None = None):
-    """[CLS] (position 0) is the prefix; [CLS], [SEP], [PAD] are never flagged."""
-    return text_layout(getattr(model, "atpatch_tokenizer", None) or load_tokenizer())
+    """[CLS] (position 0) is the prefix; [CLS], [SEP], [PAD] are never flagged; a flagged word piece flags
+    its every copy in the review (an attacker may write the trigger twice; docs/method.md)."""
+    return replace(text_layout(getattr(model, "atpatch_tokenizer", None) or load_tokenizer()), flag_same_token=True)
 
 
 def limit(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
