@@ -160,3 +160,31 @@ def test_flags_never_land_on_special_or_padding_tokens(planted):
     r = record(family.model, inputs, family.layout)
     assert not (out.flagged & ~r.candidate).any()
     assert np.isfinite(out.logits.numpy()).all()
+
+
+@pytest.mark.parametrize("mode", ["two-pass", "online"])
+def test_a_flag_on_one_copy_of_a_token_reaches_its_other_copy_with_flag_same_token(planted, mode, monkeypatch):
+    """The detector flags only the first copy of a token written twice (as a trigger split between its
+    copies can score under the threshold); with flag_same_token the patch flags and patches both."""
+    import copy
+    from dataclasses import replace
+
+    from atpatch import TokenLayout
+
+    family, det = planted
+    if "input_ids" not in family.make(1, False, torch.Generator())[0]:
+        pytest.skip(f"{family.name}: no token ids (images or embeddings), nothing to tie")
+    inputs, _ = family.make(4, False, torch.Generator().manual_seed(15))
+    inputs["input_ids"][:, 3] = inputs["input_ids"][:, 2]  # every input holds a token twice: positions 2 and 3
+    first_only = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
+    first_only[:, 2] = True
+    outputs = {}
+    for tie in (False, True):
+        tied = copy.deepcopy(det)
+        tied.config.layout = replace(TokenLayout.from_dict(det.config.layout), flag_same_token=tie).to_dict()
+        monkeypatch.setattr(tied, "flags", lambda logits: first_only[: logits.shape[0], : logits.shape[1]])
+        outputs[tie] = PatchedClassifier(family.model, tied, mode=mode)(**inputs)
+    assert outputs[False].flagged[:, 3].sum() == 0 and outputs[False].flagged[:, 2].all()
+    assert outputs[True].flagged[:, 2].all() and outputs[True].flagged[:, 3].all()
+    assert outputs[True].flagged.sum() == 2 * len(first_only)  # the copies only, nothing else
+    assert not torch.equal(outputs[True].logits, outputs[False].logits)  # the second copy is patched too
