@@ -49,8 +49,9 @@ def test_the_grid_is_scenario_by_variant_by_seed_in_table_order():
     assert [(c.label, c.overrides.get("seed")) for c in plain][:3] == [("default", None), ("seed-1", 1), ("seed-2", 2)]
     assert [c.label for c in plain] == list(bench.VARIANTS["text-backdoor"])  # table order, one cell each
     # With seeds, variants that are a seed of their own step aside unless named.
-    assert [c.label for c in expand_grid(bench.VARIANTS, ["text-backdoor"], seeds=[3])] == ["default-seed3",
-                                                                                     "strong-victim-seed3"]
+    assert [c.label for c in expand_grid(bench.VARIANTS, ["text-backdoor"], seeds=[3])] == ["default-seed3"]
+    assert [c.label for c in expand_grid(bench.VARIANTS, ["vision-backdoor"], seeds=[3])] == [
+        "corner-seed3", "value-borne-seed3", "checker-seed3", "random-seed3", "blend-seed3"]
 
 
 @pytest.mark.parametrize("args, message", [
