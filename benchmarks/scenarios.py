@@ -147,19 +147,39 @@ def control_cell(c: dict | None) -> str:
     return f"{pct(c['control_ASR'])} [{pct(low_high[0])}, {pct(low_high[1])}]"
 
 
+SEEN_PLACEMENT = "random (as in the debugging set)"
+
+
+def placement_rows(r: dict) -> list[tuple[str, dict]]:
+    """A result's placements as rows of one shape: the debugging set's own placement first (the main triggered
+    test set, built from its evaluate.json blocks), then every unseen placement."""
+    e = r["evaluate"]
+    if not e.get("placements"):
+        return []
+    shipped = e["patched"][e["default_mode"]]
+    seen = {**e["control"], "ASR_before": e["unpatched"]["ASR"], "ASR_after": shipped["ASR"],
+            "flips_after": shipped["trigger_caused_flips"], "oracle_flips": e.get("oracle_flips"),
+            "flagged_triggered": shipped["input_flag_rate_triggered"]}
+    return [(SEEN_PLACEMENT, seen), *e["placements"].items()]
+
+
 def placements_table(results: list[dict]) -> str:
-    """Markdown table of the unseen trigger placements (shipped patch, nothing refit), one row per variant
-    and placement; empty when no result has any."""
-    rows = [(label(r), name, p) for r in results for name, p in (r["evaluate"].get("placements") or {}).items()]
+    """Markdown table of the trigger placements (shipped patch, nothing refit), one row per variant and
+    placement, the debugging set's own first; empty when no result has unseen placements."""
+    rows = [(label(r), name, p) for r in results for name, p in placement_rows(r)]
     if not rows:
         return ""
-    head = ("| variant | placement | ASR % unpatched -> patched | trigger-caused flips % patched | flagged % "
-            "| insertion control ASR % [95%] | patched ASR - control, points [95%, paired] | inside the control's interval |")
-    lines = ["\nUnseen trigger placements: the shipped patch, detector trained on the default debugging set, nothing "
-             "refit.\n", head, "|" + "---|" * (head.count("|") - 1)]
+    head = ("| variant | placement | ASR % unpatched -> patched | trigger-caused flips % patched | flips % known trigger "
+            "patched (oracle) | flips % insertion control | flagged % | insertion control ASR % [95%] "
+            "| patched ASR - control, points [95%, paired] | inside the control's interval |")
+    lines = ["\nTrigger placements: the shipped patch, detector trained on the default debugging set, nothing "
+             "refit. The oracle patches the known trigger tokens as the shipped patch does (what a perfect detector "
+             "would leave); the control's flips are what inserting a neutral word there does by itself.\n",
+             head, "|" + "---|" * (head.count("|") - 1)]
     for variant, name, p in rows:
         over = p.get("ASR_over_control_interval") or [None, None]
         lines.append(f"| {variant} | {name} | {pct(p['ASR_before'])} -> {pct(p['ASR_after'])} | {pct(p['flips_after'])} "
+                     f"| {pct(p.get('oracle_flips'))} | {pct(p.get('control_flips'))} "
                      f"| {pct(p['flagged_triggered'])} | {control_cell(p)} | {pct(p['ASR_over_control'])} "
                      f"[{pct(over[0])}, {pct(over[1])}] | {'yes' if p['within_control_interval'] else 'no'} |")
     return "\n".join(lines) + "\n"

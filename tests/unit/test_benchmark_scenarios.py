@@ -51,3 +51,18 @@ def test_intervals_line_reads_the_report_and_skips_reports_without_intervals():
     assert line == ("- sex: 95% bootstrap intervals (two-pass, 1000 resamples, sex), in %: CA drop [-1.00, 0.20]; "
                     "DP reduction [40.00, 55.00]")
     assert bench.intervals_line({"variant": "old", "evaluate": {}}) is None
+
+
+def test_the_placements_table_puts_the_debugging_sets_own_placement_first_with_its_oracle_and_control():
+    control = {"control_ASR": 0.2, "control_ASR_interval": [0.15, 0.25], "ASR_over_control": 0.01,
+               "ASR_over_control_interval": [-0.01, 0.03], "control_flips": 0.0075, "within_control_interval": True}
+    start = {"ASR_before": 1.0, "ASR_after": 0.21, "flips_after": 0.0112, "oracle_flips": 0.0111, "control_flips": 0.0149,
+             "flagged_triggered": 1.0, **{k: v for k, v in control.items() if k != "control_flips"}}
+    report = {"default_mode": "two-pass", "unpatched": {"ASR": 1.0}, "oracle_flips": 0.0037, "control": control,
+              "patched": {"two-pass": {"ASR": 0.21, "trigger_caused_flips": 0.0037, "input_flag_rate_triggered": 1.0}},
+              "placements": {"start": start}}
+    lines = bench.placements_table([{"variant": "default", "evaluate": report}]).splitlines()
+    rows = [line for line in lines if line.startswith("| default |")]
+    assert rows[0].startswith(f"| default | {bench.SEEN_PLACEMENT} | 100.00 -> 21.00 | 0.37 | 0.37 | 0.75 | 100.00 |")
+    assert rows[1].startswith("| default | start | 100.00 -> 21.00 | 1.12 | 1.11 | 1.49 | 100.00 |")
+    assert bench.placements_table([{"variant": "vision", "evaluate": {"placements": {}}}]) == ""

@@ -22,10 +22,13 @@ from atpatch.eval.metrics import (DEFINITIONS, accuracy, attack_success_rate, de
                                   pass_through_rate, trigger_caused_flips)
 from atpatch.core.patch import redistribute
 from atpatch.core.patched import PatchedClassifier, shipped_patch
-from atpatch.eval.insertion import control_block, placements_table
+from atpatch.eval.insertion import INSERTION_DEFINITIONS, control_block, placements_table
 from atpatch.eval.uncertainty import backdoor_intervals, resamples
 
 RAW = ("clean_logits", "clean_labels")  # per-input arrays `baseline` returns that the report leaves out
+ORACLE_FLIPS = {"oracle_flips": "trigger-caused flips when the known trigger tokens (not the detector's flags) are "
+                                "patched as the shipped patch does: what a perfect detector would leave (per unseen "
+                                "placement: that placement's trigger tokens)"}
 
 
 def report_block(base: dict) -> dict:
@@ -122,12 +125,14 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
     base = baseline(model, data, p, target)
     patchers = shipped_patchers(params, model, det)
     report = {"scenario": params["scenario"], "kind": params["kind"], "default_mode": mode_shipped,
-              "definitions": DEFINITIONS, "unpatched": report_block(base),
+              "definitions": {**DEFINITIONS, **ORACLE_FLIPS, **(INSERTION_DEFINITIONS if "x_control" in data else {})},
+              "unpatched": report_block(base),
               "patched": {}}
     shipped = patchers[mode_shipped]  # the oracle patches like the shipped patch (benign value, layers)
     oracle = predict_oracle(model, data["x_trig"], torch.as_tensor(np.asarray(data["tokens_trig"])).bool(),
                             shipped.benign, shipped.patch_layers, p["batch_size"])
     report["oracle_ASR"] = attack_success_rate(oracle.labels, data["y_trig"], target)
+    report["oracle_flips"] = trigger_caused_flips(base["clean_labels"][non_target(data)], oracle.labels, target)
     raw = {}
     for mode, patched in patchers.items():
         report["patched"][mode], raw[mode] = mode_metrics(patched, data, base, target, p["batch_size"])
@@ -243,10 +248,12 @@ def placements_rich_table(report: dict):
         return "" if x is None else f"{100 * x:.2f}"
 
     table = Table(title=f"{report['scenario']}: unseen trigger placements, shipped patch ({report['default_mode']})")
-    for col in ("placement", "ASR before", "ASR after", "flips after", "flagged", "control ASR [95% interval]"):
+    for col in ("placement", "ASR before", "ASR after", "flips after", "flips oracle", "flips control", "flagged",
+                "control ASR [95% interval]"):
         table.add_column(col)
     for name, r in report["placements"].items():
         low_high = r.get("control_ASR_interval") or [None, None]
-        table.add_row(name, pct(r["ASR_before"]), pct(r["ASR_after"]), pct(r["flips_after"]),
-                      pct(r["flagged_triggered"]), f"{pct(r['control_ASR'])} [{pct(low_high[0])}, {pct(low_high[1])}]")
+        table.add_row(name, pct(r["ASR_before"]), pct(r["ASR_after"]), pct(r["flips_after"]), pct(r.get("oracle_flips")),
+                      pct(r.get("control_flips")), pct(r["flagged_triggered"]),
+                      f"{pct(r['control_ASR'])} [{pct(low_high[0])}, {pct(low_high[1])}]")
     return table
