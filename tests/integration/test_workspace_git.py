@@ -72,3 +72,18 @@ def test_a_workspace_without_git_becomes_git_backed(tmp_path):
     make_workspace(ws, "small", repo=REPO)
     assert dvc(ws, "params", "diff").returncode == 0
     assert "params.yaml" in git(ws, "ls-files").split()
+
+
+def test_python_bytecode_does_not_make_a_stage_stale(ws):
+    """Importing a touched source rewrites its bytecode in __pycache__; with the bytecode hashed, every stage
+    whose dependencies hold Python went stale and `dvc repro` reran the whole pipeline for nothing."""
+    stage = next(iter(yaml.safe_load((ws / "dvc.lock").read_text())["stages"]))
+    assert "up to date" in dvc(ws, "status", stage).stdout
+    probe = ws / "src" / "atpatch" / "core" / "__pycache__" / "dvcignore_probe.cpython-311.pyc"
+    probe.parent.mkdir(exist_ok=True)
+    probe.write_bytes(b"bytecode written after the stage ran")
+    try:
+        res = dvc(ws, "status", stage)
+    finally:
+        probe.unlink()
+    assert res.returncode == 0 and "up to date" in res.stdout, res.stdout

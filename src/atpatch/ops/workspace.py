@@ -161,6 +161,7 @@ def copy_raw_sources(dest: Path, params: Mapping[str, Any], repo: Path, raw_cach
 
 
 LINKED = ("src", "gx")  # repository folders a workspace reaches through a symlink
+DVCIGNORE = ".dvcignore"  # what DVC leaves out of dependency hashes (Python bytecode)
 
 
 def _link(path: Path, target: Path) -> None:
@@ -181,7 +182,7 @@ def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str
     repo = Path(repo).resolve()
     dest = Path(dest).resolve()
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", "stages"):
+    for name in ("dvc.yaml", "stages", DVCIGNORE):
         if not (repo / name).exists():
             raise AtPatchError(f"{repo / name}: not found (is {repo} the AtPatch repository?)")
 
@@ -199,6 +200,7 @@ def make_workspace(dest: Path | str, profile: str | None, overrides: Mapping[str
         _init_git(dest)
     if fresh:
         _dvc(dest, "init", "-q")
+    shutil.copy2(repo / DVCIGNORE, dest / DVCIGNORE)  # after init, which writes an empty one
     # As the repository's .dvc/config (one dvc call less than `dvc config` twice); absolute site cache
     # path: DVC reads a relative one against its working directory. Written each time: a workspace
     # made before it had git (no_scm) becomes a git-backed one.
