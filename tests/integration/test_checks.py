@@ -106,6 +106,14 @@ def test_a_rate_above_one_fails_naming_the_metric():
     assert "column='rate'" in msg and "'max_value': 1.0" in msg and "patched.two-pass.ASR" in msg and "1.3" in msg
 
 
+def test_the_placements_flip_rates_are_checked_as_rates():
+    report = {"unpatched": {"CA": 0.9}, "oracle_flips": 0.0,
+              "placements": {"start": {"control_flips": 0.01, "oracle_flips": 1.5}}}
+    with pytest.raises(DataValidationError) as err:
+        checks.metrics("evaluate.json", report, None)
+    assert "placements.start.oracle_flips" in _one_line(err) and "control_flips" not in _one_line(err)
+
+
 def test_a_negative_latency_fails():
     with pytest.raises(DataValidationError, match="column='seconds'"):
         checks.metrics("evaluate.json", {"unpatched": {"CA": 0.5}, "latency": {"clean_default_s": -1.0}}, None)

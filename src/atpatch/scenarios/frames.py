@@ -120,7 +120,7 @@ def features_frame(tensors: Mapping):
 # Not: DER, *_reduction (can be negative), gaps, latency ratios. Latencies end in `_s`; counts are
 # `count` and `n_*`.
 RATE_NAME = re.compile(r"CA|ASR|ASR_floor|oracle_ASR|accuracy|FPR|TPR|selection_rate|flip_rate|dp_diff|eo_diff"
-                       r"|trigger_caused_flips|control_ASR|control_flips|ASR_(before|after)|flips_(before|after)"
+                       r"|trigger_caused_flips|control_ASR|control_flips|oracle_flips|ASR_(before|after)|flips_(before|after)"
                        r"|flagged_\w+"
                        r"|column_(tpr|fpr|auroc)|input_flag_rate_\w+|clean_pass_through_exact|fault_rate_\w+|level")
 COUNT_NAME = re.compile(r"count|n_\w+")
