@@ -95,6 +95,7 @@ def test_scenario_end_to_end(scenario, harness, tmp_path, monkeypatch):
         assert set(report["placements"]) == set(flat["generate"]["placements"]) and report["control"]["control_ASR"] < 1
         for name, row in report["placements"].items():
             assert row["ASR_after"] < row["ASR_before"] and row["flagged_triggered"] > 0.5, (name, row)
+            assert row["oracle_flips"] < row["flips_before"], (name, row)  # the known trigger patched: fewer flips
     gate = json.loads((metrics / "gate.json").read_text())
     assert {c["name"] for c in gate["checks"]} == EXPECTED[scenario]["checks"] | {"attention_mediation"}
     # The attention-mediation check ran on the debugging split and the gate judged its gap.
