@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from atpatch.eval import plots
-from atpatch.eval.evaluation import median_latencies, predict_oracle, predict_patched, predict_plain, rows
+from atpatch.eval.evaluation import median_latencies, predict_patched, predict_plain, rows
 from atpatch.core.features import TokenLayout, record
 from atpatch.io import write_bytes_atomic
 from atpatch.eval.metrics import (DEFINITIONS, accuracy, attack_success_rate, der, detection_metrics, input_flag_rate,
                                   pass_through_rate, trigger_caused_flips)
 from atpatch.core.patch import redistribute
 from atpatch.core.patched import PatchedClassifier, shipped_patch
-from atpatch.eval.insertion import INSERTION_DEFINITIONS, control_block, placements_table
+from atpatch.eval.insertion import INSERTION_DEFINITIONS, control_block, known_trigger_patched, placements_table
 from atpatch.eval.uncertainty import backdoor_intervals, resamples
 
 RAW = ("clean_logits", "clean_labels")  # per-input arrays `baseline` returns that the report leaves out
@@ -129,10 +129,9 @@ def evaluate(params: dict, model, det, data: dict) -> tuple[dict, dict]:
               "unpatched": report_block(base),
               "patched": {}}
     shipped = patchers[mode_shipped]  # the oracle patches like the shipped patch (benign value, layers)
-    oracle = predict_oracle(model, data["x_trig"], torch.as_tensor(np.asarray(data["tokens_trig"])).bool(),
-                            shipped.benign, shipped.patch_layers, p["batch_size"])
-    report["oracle_ASR"] = attack_success_rate(oracle.labels, data["y_trig"], target)
-    report["oracle_flips"] = trigger_caused_flips(base["clean_labels"][non_target(data)], oracle.labels, target)
+    oracle = known_trigger_patched(model, shipped, data["x_trig"], data["tokens_trig"], p["batch_size"])
+    report["oracle_ASR"] = attack_success_rate(oracle, data["y_trig"], target)
+    report["oracle_flips"] = trigger_caused_flips(base["clean_labels"][non_target(data)], oracle, target)
     raw = {}
     for mode, patched in patchers.items():
         report["patched"][mode], raw[mode] = mode_metrics(patched, data, base, target, p["batch_size"])

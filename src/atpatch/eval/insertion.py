@@ -47,6 +47,12 @@ def against_control(trig: np.ndarray, control: np.ndarray, target: int, n_boot: 
     return out
 
 
+def known_trigger_patched(model, patched, x_trig: dict, tokens_trig, batch: int) -> np.ndarray:
+    """Labels with the known trigger tokens (tokens_trig [N, K]) patched as `patched` patches: the oracle."""
+    flags = torch.as_tensor(np.asarray(tokens_trig)).bool()
+    return predict_oracle(model, x_trig, flags, patched.benign, patched.patch_layers, batch).labels
+
+
 def inside_control_interval(asr: float, block: dict) -> bool:
     """Whether a patched ASR lies inside the control's bootstrap interval (False without resamples)."""
     low_high = block.get("control_ASR_interval")
@@ -72,8 +78,7 @@ def placement_row(model, patched, moved: dict, clean_non_target: np.ndarray, tar
     before = predict_plain(model, moved["x_trig"], batch, "unpatched moved trigger").labels
     after = predict_patched(patched, moved["x_trig"], batch, "patched moved trigger")
     control = predict_plain(model, moved["x_control"], batch, "unpatched moved control").labels
-    oracle = predict_oracle(model, moved["x_trig"], torch.as_tensor(np.asarray(moved["tokens_trig"])).bool(),
-                            patched.benign, patched.patch_layers, batch).labels
+    oracle = known_trigger_patched(model, patched, moved["x_trig"], moved["tokens_trig"], batch)
     row = {"ASR_before": target_rate(before, target), "ASR_after": target_rate(after.labels, target),
            "flips_before": trigger_caused_flips(clean_non_target, before, target),
            "flips_after": trigger_caused_flips(clean_non_target, after.labels, target),
